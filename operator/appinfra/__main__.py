@@ -1,0 +1,5 @@
+import sys
+
+from appinfra.cli import main
+
+sys.exit(main())

@@ -1,0 +1,108 @@
+"""The `appinfra` command line: the operator itself plus offline tools.
+
+Offline commands (crds, validate, render, version) import only pure modules so
+they work on a laptop with no cluster and start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import yaml
+
+from appinfra import __version__
+
+DEFAULT_CONFIG = "/etc/appinfra/config.yaml"
+
+
+def _cmd_version(_: argparse.Namespace) -> int:
+    print(f"appinfra {__version__}")
+    return 0
+
+
+def _cmd_crds(_: argparse.Namespace) -> int:
+    from appinfra.api.crds import crd_manifests
+
+    yaml.safe_dump_all(crd_manifests(), sys.stdout, sort_keys=False)
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from appinfra.api.validation import validate_paths
+
+    problems = validate_paths(args.file)
+    for line in problems:
+        print(line)
+    return 1 if problems else 0
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from appinfra.render.offline import render_paths
+
+    return render_paths(args.file, args.config, sys.stdout, sys.stderr)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from appinfra.runner import run_operator
+
+    return run_operator(
+        namespaces=args.namespace,
+        all_namespaces=args.all_namespaces,
+        config_path=args.config,
+        log_format=args.log_format,
+        verbose=args.verbose,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="appinfra",
+        description="Kubernetes operator for config, secrets, health and rate limits.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the operator (KUBECONFIG or in-cluster)")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch this namespace (repeatable)",
+    )
+    scope.add_argument(
+        "--all-namespaces", "-A", action="store_true", help="watch every namespace (default)"
+    )
+    run.add_argument("--config", default=DEFAULT_CONFIG, help="operator configuration file")
+    run.add_argument("--log-format", choices=["text", "json"], default="text")
+    run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    run.set_defaults(func=_cmd_run)
+
+    crds = sub.add_parser("crds", help="print the CRD manifests")
+    crds.set_defaults(func=_cmd_crds)
+
+    validate = sub.add_parser("validate", help="validate resources offline; exit 1 on error")
+    validate.add_argument("-f", "--file", action="append", required=True, metavar="FILE")
+    validate.set_defaults(func=_cmd_validate)
+
+    render = sub.add_parser("render", help="print what the operator would apply, offline")
+    render.add_argument("-f", "--file", action="append", required=True, metavar="FILE")
+    render.add_argument("--config", default=None, help="operator configuration file")
+    render.set_defaults(func=_cmd_render)
+
+    version = sub.add_parser("version", help="print the version")
+    version.set_defaults(func=_cmd_version)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    rc: int = args.func(args)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
