@@ -41,7 +41,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_render(args: argparse.Namespace) -> int:
     from appinfra.render.offline import render_paths
 
-    return render_paths(args.file, args.config, sys.stdout, sys.stderr)
+    rc: int = render_paths(args.file, args.config, sys.stdout, sys.stderr)
+    return rc
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

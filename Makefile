@@ -1,0 +1,61 @@
+# appinfra developer entry points. Every target installs what it needs on first use:
+# a project virtualenv (.venv, via uv and uv.lock) and the Go build of the local
+# control plane (bin/controlplane, bin/kubectl).
+SHELL := /bin/bash
+PY_SOURCES := $(shell find operator -name '*.py' 2>/dev/null)
+VENV := .venv
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help venv controlplane cluster run test test-unit test-e2e lint format crds clean
+
+help:
+	@echo "make run        the operator against the current kube context (or a local control plane)"
+	@echo "make test       lint + every test (unit and e2e against real servers)"
+	@echo "make test-unit  unit tests only (no servers)"
+	@echo "make test-e2e   e2e tests only"
+	@echo "make lint       ruff + mypy"
+	@echo "make cluster    run the local control plane in the foreground"
+	@echo "make crds       regenerate crds/ from the API models"
+
+# The venv is rebuilt when the dependency lock changes.
+$(STAMP): pyproject.toml uv.lock hack/venv.sh
+	hack/venv.sh
+	@touch $@
+
+venv: $(STAMP)
+
+# hack/build-controlplane.sh skips the Go build when sources and go.sum are unchanged.
+controlplane:
+	hack/build-controlplane.sh
+
+cluster: controlplane
+	hack/cluster.sh
+
+run: venv controlplane
+	hack/run.sh
+
+crds: venv
+	$(VENV)/bin/python -m appinfra.api.crds crds/
+
+lint: venv
+	$(VENV)/bin/ruff check operator tests
+	$(VENV)/bin/ruff format --check operator tests
+	$(VENV)/bin/mypy
+
+format: venv
+	$(VENV)/bin/ruff check --fix operator tests
+	$(VENV)/bin/ruff format operator tests
+
+test-unit: venv
+	hack/pytest.sh tests/unit $(PYTEST_ARGS)
+
+test-e2e: venv controlplane
+	hack/pytest.sh tests/e2e $(PYTEST_ARGS)
+
+# One pytest run for everything, so the summary line counts every test.
+test: lint controlplane
+	hack/pytest.sh tests $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) bin .pytest_cache .mypy_cache .ruff_cache .tmp

@@ -1,0 +1,1 @@
+"""kopf handlers, one module per kind; importing this package registers them all."""

