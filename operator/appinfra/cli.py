@@ -54,6 +54,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         config_path=args.config,
         log_format=args.log_format,
         verbose=args.verbose,
+        metrics_port=args.metrics_port,
+        health_port=args.health_port,
     )
 
 
@@ -80,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", default=DEFAULT_CONFIG, help="operator configuration file")
     run.add_argument("--log-format", choices=["text", "json"], default="text")
     run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    run.add_argument(
+        "--metrics-port", type=int, default=8081, help="Prometheus metrics port (0: off)"
+    )
+    run.add_argument(
+        "--health-port", type=int, default=8080, help="liveness endpoint /healthz port (0: off)"
+    )
     run.set_defaults(func=_cmd_run)
 
     crds = sub.add_parser("crds", help="print the CRD manifests")

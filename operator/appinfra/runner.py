@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 
 import kopf
+from prometheus_client import start_http_server
 
 log = logging.getLogger("appinfra")
-
-HEALTH_ENDPOINT = os.environ.get("APPINFRA_HEALTH_ENDPOINT", "http://0.0.0.0:8080/healthz")
 
 
 def run_operator(
@@ -20,6 +18,8 @@ def run_operator(
     config_path: str,
     log_format: str,
     verbose: bool,
+    metrics_port: int = 8081,
+    health_port: int = 8080,
 ) -> int:
     """Run until SIGTERM/SIGINT. Returns the process exit code."""
     kopf.configure(
@@ -29,21 +29,18 @@ def run_operator(
     # Importing the package registers every kind's handlers with kopf's default registry.
     import appinfra.handlers  # noqa: F401
 
-    os.environ.setdefault("APPINFRA_CONFIG", config_path)
+    os.environ["APPINFRA_CONFIG"] = config_path
+    if metrics_port:
+        start_http_server(metrics_port)
     clusterwide = all_namespaces or not namespaces
     log.info(
         "starting appinfra: %s",
         "all namespaces" if clusterwide else "namespaces " + ", ".join(namespaces),
     )
-    try:
-        kopf.run(
-            clusterwide=clusterwide,
-            namespaces=[] if clusterwide else namespaces,
-            standalone=True,
-            liveness_endpoint=HEALTH_ENDPOINT,
-        )
-    except KeyboardInterrupt:  # a second Ctrl-C while kopf is already stopping
-        pass
-    except asyncio.CancelledError:
-        return 1
+    kopf.run(
+        clusterwide=clusterwide,
+        namespaces=[] if clusterwide else namespaces,
+        standalone=True,
+        liveness_endpoint=f"http://0.0.0.0:{health_port}/healthz" if health_port else None,
+    )
     return 0

@@ -14,6 +14,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import pytest
 from kubernetes import client
 
 from tests.support.kube import Cluster
-from tests.support.servers import ServerProcess, free_port, http_ok, tool
+from tests.support.servers import REPO, ServerProcess, free_port, http_ok, tool
 
 STARTED: list[ServerProcess] = []
 
@@ -88,6 +89,68 @@ def cluster(workdir: Path) -> Iterator[Cluster]:
         yield Cluster(plane.kubeconfig)
     finally:
         plane.stop()
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: Cluster) -> Cluster:
+    """The generated CRDs installed and Established."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "-f", str(REPO / "crds")
+    )
+    return cluster
+
+
+class Operator:
+    """`appinfra run` as a child process, exactly as users start it."""
+
+    def __init__(self, cluster: Cluster, workdir: Path, name: str = "operator", *args: str):
+        self.metrics_port = free_port()
+        self.health_port = free_port()
+        self.process = ServerProcess(
+            name,
+            [
+                tool("appinfra"),
+                "run",
+                "--all-namespaces",
+                "--metrics-port",
+                str(self.metrics_port),
+                "--health-port",
+                str(self.health_port),
+                "--config",
+                str(workdir / "operator-config.yaml"),
+                *args,
+            ],
+            workdir,
+            env={"KUBECONFIG": str(cluster.kubeconfig), "APPINFRA_RESYNC_SECONDS": "30"},
+        )
+
+    def start(self) -> Operator:
+        self.process.start()
+        STARTED.append(self.process)
+        self.process.wait_ready(lambda: http_ok(f"http://127.0.0.1:{self.health_port}/healthz"), 60)
+        return self
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as resp:
+            text: str = resp.read().decode()
+            return text
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+@pytest.fixture(scope="session")
+def operator(crds: Cluster, workdir: Path) -> Iterator[Operator]:
+    """One operator for the session, watching every namespace."""
+    config = workdir / "operator-config.yaml"
+    if not config.exists():
+        config.write_text("secretStores: {}\n")
+    op = Operator(crds, workdir).start()
+    try:
+        yield op
+    finally:
+        op.stop()
 
 
 @pytest.fixture

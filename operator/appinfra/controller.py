@@ -1,0 +1,225 @@
+"""Machinery every kind's reconciler shares: the cache, the queues, applying only
+what changed, removing what is no longer wanted, conflicts, status and Events.
+
+One `Runtime` per operator process, created at start-up. Reconcilers are plain
+synchronous functions (the kubernetes client blocks) run in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from appinfra.kube.cache import Store
+from appinfra.kube.client import Kube, Obj
+from appinfra.kube.conditions import Condition, merge_conditions
+from appinfra.kube.diff import APPLIED_ANNOTATION, up_to_date, with_hash
+from appinfra.kube.resources import BY_KIND, Resource
+from appinfra.kube.workqueue import Requeue, WorkQueue
+from appinfra.observability import events
+from appinfra.observability.metrics import RECONCILE_DURATION, RECONCILE_TOTAL
+from appinfra.render.common import MANAGED_BY, OWNER_KIND, OWNER_NAME, Owner
+
+log = logging.getLogger("appinfra")
+
+FINALIZER = "appinfra.dev/release"
+
+Key = tuple[str, str]  # (namespace, name)
+ReconcileFn = Callable[["Runtime", str, str], Requeue | None]
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Runtime:
+    kube: Kube
+    store: Store = field(default_factory=Store)
+    queues: dict[str, WorkQueue] = field(default_factory=dict)
+
+    # --- scheduling -------------------------------------------------------
+
+    def register(self, kind: str, reconcile: ReconcileFn, workers: int) -> None:
+        async def run(key: Hashable) -> Requeue | None:
+            namespace, name = cast(Key, key)
+            with RECONCILE_DURATION.labels(kind).time():
+                try:
+                    result = await asyncio.to_thread(reconcile, self, namespace, name)
+                except Exception:
+                    RECONCILE_TOTAL.labels(kind, "error").inc()
+                    raise
+            RECONCILE_TOTAL.labels(kind, "success").inc()
+            return result
+
+        self.queues[kind] = WorkQueue(run, workers=workers)
+
+    def enqueue(self, kind: str, namespace: str, name: str, after: float = 0) -> None:
+        queue = self.queues.get(kind)
+        if queue is not None:
+            queue.add((namespace, name), after)
+
+    # --- reading ----------------------------------------------------------
+
+    def read(self, res: Resource, namespace: str, name: str) -> Obj | None:
+        """From the cache; a miss is confirmed with a GET (cheap, and never a write).
+
+        The GET result is not cached: only watch events fill the cache, so an object
+        no watch covers is never served stale.
+        """
+        obj = self.store.get(res, namespace, name)
+        if obj is None:
+            obj = self.kube.get(res, namespace, name)
+        return obj
+
+    def owned(self, res: Resource, owner: Owner) -> list[Obj]:
+        """Cached children of `owner` of one resource type (watched by label selector)."""
+
+        def mine(obj: Obj) -> bool:
+            meta = obj["metadata"]
+            labels = meta.get("labels") or {}
+            return (
+                meta.get("namespace") == owner.namespace
+                and labels.get(MANAGED_BY) == "appinfra"
+                and labels.get(OWNER_KIND) == owner.kind
+                and labels.get(OWNER_NAME) == owner.name
+            )
+
+        return self.store.select(res, mine)
+
+    # --- writing ----------------------------------------------------------
+
+    def ensure(
+        self, intent: Obj, manager: str, annotation: str = APPLIED_ANNOTATION
+    ) -> tuple[Obj, bool]:
+        """Apply `intent` unless the live object already matches it. Returns (live, changed)."""
+        res = BY_KIND[intent["kind"]]
+        intent = with_hash(intent, annotation)
+        meta = intent["metadata"]
+        live = self.read(res, meta["namespace"], meta["name"])
+        if up_to_date(live, intent, annotation):
+            assert live is not None
+            return live, False
+        out = self.kube.apply(res, intent, manager)
+        self.store.upsert(res, out)  # write-through: the next reconcile sees it at once
+        return out, True
+
+    def release(self, res: Resource, namespace: str, name: str, manager: str) -> None:
+        """Give up every field `manager` owns on an object we do not own.
+
+        An apply with an empty intent makes the API server remove exactly the fields
+        this manager set, leaving everyone else's.
+        """
+        if self.read(res, namespace, name) is None:
+            return
+        empty = {
+            "apiVersion": res.api_version,
+            "kind": res.kind,
+            "metadata": {"name": name, "namespace": namespace},
+        }
+        out = self.kube.apply(res, empty, manager)
+        self.store.upsert(res, out)
+
+    def prune(self, owner: Owner, kinds: Iterable[Resource], keep: Iterable[Obj]) -> list[str]:
+        """Delete children of `owner` that are no longer rendered. Returns what went."""
+        wanted = {(o["kind"], o["metadata"]["name"]) for o in keep}
+        gone = []
+        for res in kinds:
+            for obj in self.owned(res, owner):
+                meta = obj["metadata"]
+                if (res.kind, meta["name"]) in wanted:
+                    continue
+                if self.kube.delete(res, meta["namespace"], meta["name"], uid=meta.get("uid")):
+                    gone.append(f"{res.kind}/{meta['name']}")
+                self.store.remove(res, meta["namespace"], meta["name"])
+        return gone
+
+    def add_finalizer(self, res: Resource, body: Obj) -> Obj:
+        meta = body["metadata"]
+        finalizers = list(meta.get("finalizers") or [])
+        if FINALIZER in finalizers:
+            return body
+        patch = {
+            "metadata": {
+                "finalizers": [*finalizers, FINALIZER],
+                "resourceVersion": meta["resourceVersion"],
+            }
+        }
+        out = self.kube.merge_patch(res, meta["namespace"], meta["name"], patch)
+        self.store.upsert(res, out)
+        return out
+
+    def remove_finalizer(self, res: Resource, body: Obj) -> None:
+        meta = body["metadata"]
+        finalizers = list(meta.get("finalizers") or [])
+        if FINALIZER not in finalizers:
+            return
+        finalizers.remove(FINALIZER)
+        patch = {"metadata": {"finalizers": finalizers, "resourceVersion": meta["resourceVersion"]}}
+        self.kube.merge_patch(res, meta["namespace"], meta["name"], patch)
+
+    def write_status(
+        self, res: Resource, body: Obj, conditions: list[Condition], **fields: Any
+    ) -> bool:
+        """Patch status only if a reader would see a difference. Returns whether it wrote."""
+        meta = body["metadata"]
+        old = body.get("status") or {}
+        generation = int(meta.get("generation", 0))
+        new: Obj = {
+            "observedGeneration": generation,
+            "conditions": merge_conditions(
+                old.get("conditions", []), conditions, generation, now()
+            ),
+            **fields,
+        }
+        if all(old.get(k) == v for k, v in new.items()):
+            return False
+        out = self.kube.merge_patch(
+            res, meta["namespace"], meta["name"], {"status": new}, subresource="status"
+        )
+        self.store.upsert(res, out)
+        return True
+
+    # --- conflicts ----------------------------------------------------------
+
+    def winner(self, res: Resource, body: Obj, same_target: Callable[[Obj], bool]) -> Obj:
+        """The effective resource for a target: the oldest, ties broken by name."""
+        namespace = body["metadata"]["namespace"]
+        rivals = self.store.select(
+            res,
+            lambda o: (
+                o["metadata"].get("namespace") == namespace
+                and not o["metadata"].get("deletionTimestamp")
+                and same_target(o)
+            ),
+        )
+        rivals.append(body)
+        return min(
+            rivals,
+            key=lambda o: (o["metadata"].get("creationTimestamp", ""), o["metadata"]["name"]),
+        )
+
+    def event(self, body: Obj, reason: str, message: str, warning: bool = False) -> None:
+        events.emit(body, reason, message, warning=warning)
+
+
+def describe_changes(changed: list[str], deleted: list[str]) -> str:
+    parts = []
+    if changed:
+        parts.append("applied " + ", ".join(changed))
+    if deleted:
+        parts.append("deleted " + ", ".join(deleted))
+    return "; ".join(parts)
+
+
+def target_key(body: Obj) -> tuple[str, str, str]:
+    ref = (body.get("spec") or {}).get("targetRef") or {}
+    return (str(ref.get("group", "apps")), str(ref.get("kind", "Deployment")), str(ref.get("name")))
+
+
+def log_context(kind: str, namespace: str, name: str) -> dict[str, str]:
+    return {"kind": kind, "namespace": namespace, "name": name}

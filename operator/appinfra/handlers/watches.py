@@ -1,0 +1,204 @@
+"""What the operator watches, and which reconciles each change schedules.
+
+kopf streams the events; every handler here only updates the cache and enqueues
+keys, so a burst of events for one resource collapses into one reconcile.
+Children are watched with a server-side label selector (managed-by=appinfra),
+never by streaming every ConfigMap in the cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import kopf
+
+from appinfra.controller import Runtime, target_key
+from appinfra.handlers import serviceprofile
+from appinfra.kube.client import Kube, load_api_client
+from appinfra.kube.resources import (
+    CONFIGMAP,
+    DEPLOYMENT,
+    GROUP,
+    HPA,
+    NETWORKPOLICY,
+    PDB,
+    SERVICEPROFILE,
+    VERSION,
+    Resource,
+)
+from appinfra.observability.metrics import MANAGED_OBJECTS
+from appinfra.render.common import MANAGED_SELECTOR, OWNER_KIND, OWNER_NAME
+
+log = logging.getLogger("appinfra")
+
+WORKERS = int(os.environ.get("APPINFRA_WORKERS", "16"))
+RESYNC_SECONDS = float(os.environ.get("APPINFRA_RESYNC_SECONDS", "600"))
+
+RECONCILERS = {"ServiceProfile": serviceprofile.reconcile}
+POLICIES: dict[str, Resource] = {"ServiceProfile": SERVICEPROFILE}
+CHILDREN = (CONFIGMAP, HPA, NETWORKPOLICY, PDB)
+
+
+Target = tuple[str, str, str]  # (namespace, kind, name)
+
+
+@dataclass
+class _State:
+    """The process-wide runtime plus a reverse index: target -> resources naming it."""
+
+    rt: Runtime | None = None
+    by_target: defaultdict[Target, set[tuple[str, str]]] = field(
+        default_factory=lambda: defaultdict(set)
+    )
+    target_of: dict[tuple[str, str, str], Target] = field(default_factory=dict)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+State = _State()
+
+
+def runtime() -> Runtime:
+    if State.rt is None:
+        raise RuntimeError("the operator runtime is not started")
+    return State.rt
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
+    for res in CHILDREN:
+        settings.watching.label_selectors[res.group, res.plural] = MANAGED_SELECTOR
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    api = await asyncio.to_thread(load_api_client)
+    rt = Runtime(Kube(api))
+    # Reconcilers block on HTTP; one thread per worker so none waits for a thread.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=WORKERS))
+    for kind, fn in RECONCILERS.items():
+        rt.register(kind, fn, workers=WORKERS)
+        rt.queues[kind].start()
+    State.rt = rt
+    State.tasks.append(asyncio.create_task(_resync_forever(rt)))
+    log.info("appinfra started: %d workers, resync every %.0fs", WORKERS, RESYNC_SECONDS)
+
+
+@kopf.on.cleanup()
+async def stop(**_: Any) -> None:
+    for task in State.tasks:
+        task.cancel()
+    if State.rt is not None:
+        await asyncio.gather(*(q.stop() for q in State.rt.queues.values()))
+
+
+async def _resync_forever(rt: Runtime) -> None:
+    """Every resource is reconciled again now and then (spread out, not all at once):
+    it catches changes no watch reports, such as a variablesFrom ConfigMap."""
+    while True:
+        await asyncio.sleep(RESYNC_SECONDS)
+        for kind, res in POLICIES.items():
+            for obj in rt.store.select(res, lambda _: True):
+                meta = obj["metadata"]
+                spread = random.uniform(0, RESYNC_SECONDS / 2)
+                rt.enqueue(kind, meta["namespace"], meta["name"], spread)
+
+
+def _on_policy_event(kind: str, res: Resource, event: kopf.RawEvent) -> None:
+    rt = runtime()
+    obj = cast(dict[str, Any], event["object"])
+    meta = obj["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    key = (kind, ns, name)
+    if event["type"] == "DELETED":
+        rt.store.remove(res, ns, name)
+    else:
+        rt.store.upsert(res, obj)
+    MANAGED_OBJECTS.labels(kind).set(rt.store.count(res))
+
+    # Keep the target index current; a change of target or a deletion may hand the
+    # target to a rival that was Conflicted, so those are reconciled too.
+    new_target = None if event["type"] == "DELETED" else (ns, *target_key(obj)[1:])
+    old_target = State.target_of.get(key)
+    if old_target != new_target or meta.get("deletionTimestamp"):
+        if old_target is not None:
+            State.by_target[old_target].discard((kind, name))
+            for rival_kind, rival in list(State.by_target[old_target]):
+                rt.enqueue(rival_kind, ns, rival)
+        if new_target is not None:
+            State.by_target[new_target].add((kind, name))
+            State.target_of[key] = new_target
+        else:
+            State.target_of.pop(key, None)
+    rt.enqueue(kind, ns, name)
+
+
+@kopf.on.event(GROUP, VERSION, "serviceprofiles")
+async def serviceprofile_event(event: kopf.RawEvent, **_: Any) -> None:
+    _on_policy_event("ServiceProfile", SERVICEPROFILE, event)
+
+
+def _meaningful_change(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    """A Deployment change that can affect what we render: spec or metadata, not status."""
+    if old is None:
+        return True
+    o, n = old["metadata"], new["metadata"]
+    return bool(
+        o.get("generation") != n.get("generation")
+        or o.get("annotations") != n.get("annotations")
+        or o.get("labels") != n.get("labels")
+    )
+
+
+@kopf.on.event("apps", "v1", "deployments")
+async def deployment_event(event: kopf.RawEvent, **_: Any) -> None:
+    rt = runtime()
+    obj = cast(dict[str, Any], event["object"])
+    meta = obj["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    old = rt.store.get(DEPLOYMENT, ns, name)
+    if event["type"] == "DELETED":
+        rt.store.remove(DEPLOYMENT, ns, name)
+    else:
+        rt.store.upsert(DEPLOYMENT, obj)
+    if event["type"] == "DELETED" or _meaningful_change(old, obj):
+        for kind, policy in list(State.by_target.get((ns, "Deployment", name), ())):
+            rt.enqueue(kind, ns, policy)
+
+
+def _on_child_event(res: Resource, event: kopf.RawEvent) -> None:
+    rt = runtime()
+    obj = cast(dict[str, Any], event["object"])
+    meta = obj["metadata"]
+    if event["type"] == "DELETED":
+        rt.store.remove(res, meta["namespace"], meta["name"])
+    else:
+        rt.store.upsert(res, obj)
+    labels = meta.get("labels") or {}
+    owner_kind, owner_name = labels.get(OWNER_KIND), labels.get(OWNER_NAME)
+    if owner_kind in RECONCILERS and owner_name:
+        rt.enqueue(owner_kind, meta["namespace"], owner_name)
+
+
+@kopf.on.event("", "v1", "configmaps")
+async def configmap_event(event: kopf.RawEvent, **_: Any) -> None:
+    _on_child_event(CONFIGMAP, event)
+
+
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers")
+async def hpa_event(event: kopf.RawEvent, **_: Any) -> None:
+    _on_child_event(HPA, event)
+
+
+@kopf.on.event("networking.k8s.io", "v1", "networkpolicies")
+async def networkpolicy_event(event: kopf.RawEvent, **_: Any) -> None:
+    _on_child_event(NETWORKPOLICY, event)
+
+
+@kopf.on.event("policy", "v1", "poddisruptionbudgets")
+async def pdb_event(event: kopf.RawEvent, **_: Any) -> None:
+    _on_child_event(PDB, event)

@@ -1,0 +1,81 @@
+"""The Kubernetes resources appinfra reads and writes, with their REST paths.
+
+A static table instead of API discovery: discovery costs round trips at every
+start and these resources are stable, versioned APIs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str | None = None, name: str | None = None, sub: str = "") -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{name}"
+        if sub:
+            base += f"/{sub}"
+        return base
+
+
+CONFIGMAP = Resource("", "v1", "configmaps", "ConfigMap")
+SECRET = Resource("", "v1", "secrets", "Secret")
+SERVICE = Resource("", "v1", "services", "Service")
+EVENT = Resource("", "v1", "events", "Event")
+DEPLOYMENT = Resource("apps", "v1", "deployments", "Deployment")
+REPLICASET = Resource("apps", "v1", "replicasets", "ReplicaSet")
+HPA = Resource("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler")
+NETWORKPOLICY = Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy")
+INGRESS = Resource("networking.k8s.io", "v1", "ingresses", "Ingress")
+PDB = Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")
+
+GROUP = "appinfra.dev"
+VERSION = "v1alpha1"
+SERVICEPROFILE = Resource(GROUP, VERSION, "serviceprofiles", "ServiceProfile")
+SECRETBINDING = Resource(GROUP, VERSION, "secretbindings", "SecretBinding")
+HEALTHPOLICY = Resource(GROUP, VERSION, "healthpolicies", "HealthPolicy")
+RATELIMITPOLICY = Resource(GROUP, VERSION, "ratelimitpolicies", "RateLimitPolicy")
+
+BY_KIND: dict[str, Resource] = {
+    r.kind: r
+    for r in (
+        CONFIGMAP,
+        SECRET,
+        SERVICE,
+        EVENT,
+        DEPLOYMENT,
+        REPLICASET,
+        HPA,
+        NETWORKPOLICY,
+        INGRESS,
+        PDB,
+        SERVICEPROFILE,
+        SECRETBINDING,
+        HEALTHPOLICY,
+        RATELIMITPOLICY,
+    )
+}
+
+
+def resource_of(obj: dict[str, object]) -> Resource:
+    """The Resource for a manifest, by its kind (checked against its apiVersion)."""
+    kind = str(obj.get("kind", ""))
+    res = BY_KIND.get(kind)
+    if res is None or res.api_version != obj.get("apiVersion"):
+        raise KeyError(f"unsupported resource {obj.get('apiVersion')}/{kind}")
+    return res

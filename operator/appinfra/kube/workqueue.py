@@ -1,0 +1,117 @@
+"""A keyed work queue in the style of client-go's: dedup, one worker per key at a
+time, capped exponential backoff with jitter on failure.
+
+Why not kopf's own create/update handlers: they persist progress in annotations on
+every resource (writes on every change and on restart), and appinfra must send zero
+writes when nothing changed. kopf still does the watching; this does the scheduling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Requeue:
+    """Returned by a reconcile that wants to run again later (e.g. a refresh)."""
+
+    after: float
+
+
+@dataclass
+class Backoff:
+    base: float = 0.5
+    cap: float = 60.0
+    failures: dict[Hashable, int] = field(default_factory=dict)
+
+    def next_delay(self, key: Hashable) -> float:
+        n = self.failures.get(key, 0)
+        self.failures[key] = n + 1
+        # "Full jitter": spreads retries of many keys that failed together.
+        return random.uniform(self.base, min(self.cap, self.base * 2**n))
+
+    def reset(self, key: Hashable) -> None:
+        self.failures.pop(key, None)
+
+
+Reconcile = Callable[[Hashable], Awaitable[Requeue | None]]
+
+
+class WorkQueue:
+    def __init__(self, reconcile: Reconcile, workers: int = 8, backoff: Backoff | None = None):
+        self._reconcile = reconcile
+        self._workers = workers
+        self.backoff = backoff or Backoff()
+        self._queue: asyncio.Queue[Hashable] = asyncio.Queue()
+        self._queued: set[Hashable] = set()
+        self._active: set[Hashable] = set()
+        self._again: set[Hashable] = set()
+        self._timers: dict[Hashable, asyncio.TimerHandle] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def add(self, key: Hashable, after: float = 0) -> None:
+        """Schedule `key`; a sooner request replaces a later one."""
+        loop = asyncio.get_running_loop()
+        if after > 0:
+            timer = self._timers.get(key)
+            due = loop.time() + after
+            if timer is not None and timer.when() <= due:
+                return
+            if timer is not None:
+                timer.cancel()
+            self._timers[key] = loop.call_at(due, self._fire, key)
+            return
+        self._fire(key)
+
+    def _fire(self, key: Hashable) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        if key in self._active:
+            self._again.add(key)  # re-run once the current pass finishes
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._queue.put_nowait(key)
+
+    def forget(self, key: Hashable) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        self.backoff.reset(key)
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._worker()) for _ in range(self._workers)]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for timer in self._timers.values():
+            timer.cancel()
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self._queue.get()
+            self._queued.discard(key)
+            self._active.add(key)
+            try:
+                result = await self._reconcile(key)
+            except Exception:
+                delay = self.backoff.next_delay(key)
+                log.exception("reconcile of %s failed; retrying in %.1fs", key, delay)
+                self.add(key, delay)
+            else:
+                self.backoff.reset(key)
+                if result is not None:
+                    self.add(key, result.after)
+            finally:
+                self._active.discard(key)
+                if key in self._again:
+                    self._again.discard(key)
+                    self._fire(key)

@@ -1,0 +1,23 @@
+"""Prometheus metrics. Labels never carry secret values, only names and outcomes."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECONCILE_TOTAL = Counter(
+    "appinfra_reconcile_total", "Reconciles by kind and result.", ["kind", "result"]
+)
+RECONCILE_DURATION = Histogram(
+    "appinfra_reconcile_duration_seconds",
+    "Time to reconcile one resource.",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+MANAGED_OBJECTS = Gauge(
+    "appinfra_managed_objects", "Resources of each kind the operator manages.", ["kind"]
+)
+API_REQUESTS = Counter(
+    "appinfra_api_requests_total",
+    "Requests the operator sent to the Kubernetes API server, by verb and resource.",
+    ["verb", "resource"],
+)

@@ -1,0 +1,1 @@
+"""Pure rendering: (spec, target, config) -> desired objects and patches. No I/O."""

@@ -1,0 +1,74 @@
+"""Metadata every rendered object carries: our labels and a controller ownerReference."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from appinfra.kube.resources import GROUP, VERSION
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+OWNER_KIND = "appinfra.dev/owner-kind"
+OWNER_NAME = "appinfra.dev/owner-name"
+MANAGED_SELECTOR = f"{MANAGED_BY}=appinfra"
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The appinfra resource that owns what is rendered from it."""
+
+    kind: str
+    name: str
+    namespace: str
+    uid: str
+
+    @classmethod
+    def of(cls, body: Obj) -> Owner:
+        meta = body["metadata"]
+        return cls(body["kind"], meta["name"], meta["namespace"], meta.get("uid", ""))
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {MANAGED_BY: "appinfra", OWNER_KIND: self.kind, OWNER_NAME: self.name}
+
+    @property
+    def reference(self) -> Obj:
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": self.kind,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+    @property
+    def target_annotation(self) -> str:
+        """`appinfra.dev/<kind-lowercase>`, set on the target so readers see who shapes it."""
+        return f"{GROUP}/{self.kind.lower()}"
+
+    @property
+    def field_manager(self) -> str:
+        return f"appinfra-{self.kind.lower()}"
+
+
+def child(owner: Owner, api_version: str, kind: str, name: str, **fields: Any) -> Obj:
+    """A complete object owned by `owner`: labels, ownerReference, then `fields`."""
+    meta: Obj = {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": owner.labels,
+    }
+    if owner.uid:  # offline rendering has no uid; the operator always does
+        meta["ownerReferences"] = [owner.reference]
+    return {"apiVersion": api_version, "kind": kind, "metadata": meta, **fields}
+
+
+def content_hash(data: Any) -> str:
+    """A stable digest of non-secret content (config): changes iff the content changes."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]

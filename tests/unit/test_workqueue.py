@@ -1,0 +1,58 @@
+import asyncio
+from collections.abc import Hashable
+
+from appinfra.kube.workqueue import Backoff, Requeue, WorkQueue
+
+
+def test_backoff_is_capped_and_jittered() -> None:
+    backoff = Backoff(base=0.5, cap=10)
+    delays = [backoff.next_delay("k") for _ in range(20)]
+    assert all(0.5 <= d <= 10 for d in delays)
+    assert len(set(delays)) > 1
+    backoff.reset("k")
+    assert backoff.next_delay("k") <= 0.5
+
+
+def test_bursts_collapse_and_failures_retry() -> None:
+    calls: list[Hashable] = []
+    attempts = {"flaky": 0}
+
+    async def reconcile(key: Hashable) -> Requeue | None:
+        calls.append(key)
+        await asyncio.sleep(0.01)
+        if key == "flaky":
+            attempts["flaky"] += 1
+            if attempts["flaky"] < 3:
+                raise RuntimeError("transient")
+        return None
+
+    async def main() -> None:
+        queue = WorkQueue(reconcile, workers=4, backoff=Backoff(base=0.01, cap=0.05))
+        queue.start()
+        for _ in range(50):
+            queue.add("a")
+        queue.add("flaky")
+        await asyncio.sleep(0.5)
+        await queue.stop()
+
+    asyncio.run(main())
+    assert calls.count("a") <= 2  # 50 adds, at most one running plus one queued
+    assert attempts["flaky"] == 3
+
+
+def test_requeue_after_runs_again() -> None:
+    calls: list[Hashable] = []
+
+    async def reconcile(key: Hashable) -> Requeue | None:
+        calls.append(key)
+        return Requeue(0.05) if len(calls) < 3 else None
+
+    async def main() -> None:
+        queue = WorkQueue(reconcile, workers=1)
+        queue.start()
+        queue.add("k")
+        await asyncio.sleep(0.4)
+        await queue.stop()
+
+    asyncio.run(main())
+    assert calls == ["k", "k", "k"]
