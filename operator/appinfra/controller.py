@@ -22,6 +22,7 @@ from appinfra.kube.resources import BY_KIND, Resource
 from appinfra.kube.workqueue import Requeue, WorkQueue
 from appinfra.observability import events
 from appinfra.observability.metrics import RECONCILE_DURATION, RECONCILE_TOTAL
+from appinfra.providers.registry import Providers
 from appinfra.render.common import MANAGED_BY, OWNER_KIND, OWNER_NAME, Owner
 
 log = logging.getLogger("appinfra")
@@ -39,6 +40,7 @@ def now() -> str:
 @dataclass
 class Runtime:
     kube: Kube
+    providers: Providers
     store: Store = field(default_factory=Store)
     queues: dict[str, WorkQueue] = field(default_factory=dict)
 
@@ -204,7 +206,7 @@ class Runtime:
         )
 
     def event(self, body: Obj, reason: str, message: str, warning: bool = False) -> None:
-        events.emit(body, reason, message, warning=warning)
+        events.emit(self.kube, body, reason, message, warning=warning)
 
 
 def describe_changes(changed: list[str], deleted: list[str]) -> str:

@@ -20,9 +20,7 @@ def test_crds_are_established_with_short_names_and_category(crds: Cluster) -> No
     for kind, short in zip(KINDS, ("sp", "sb", "hp", "rlp"), strict=True):
         line = next(line for line in resources.splitlines() if f" {kind} " in f" {line} ")
         assert f" {short} " in f" {line} " and "appinfra" in line, line
-    for crd in crds.kubectl_json("get", "crd", "-l", "app.kubernetes.io/part-of=appinfra")[
-        "items"
-    ]:
+    for crd in crds.kubectl_json("get", "crd", "-l", "app.kubernetes.io/part-of=appinfra")["items"]:
         established = [c for c in crd["status"]["conditions"] if c["type"] == "Established"]
         assert established[0]["status"] == "True", crd["metadata"]["name"]
 

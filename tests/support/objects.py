@@ -44,7 +44,9 @@ def apply(cluster: Cluster, *objs: Obj, check: bool = True) -> str:
 
 
 def get(cluster: Cluster, kind: str, namespace: str, name: str) -> Obj | None:
-    proc = cluster.kubectl("-n", namespace, "get", kind, name, "-o", "json", check=False)
+    proc = cluster.kubectl(
+        "-n", namespace, "get", kind, name, "-o", "json", "--show-managed-fields", check=False
+    )
     if proc.returncode != 0:
         if "NotFound" in proc.stderr:
             return None
@@ -113,6 +115,14 @@ def wait_exists(cluster: Cluster, kind: str, namespace: str, name: str, timeout:
 
 def managers(obj: Obj) -> set[str]:
     return {m["manager"] for m in obj["metadata"].get("managedFields", [])}
+
+
+def fields_of(obj: Obj, manager: str) -> str:
+    """The fieldsV1 a manager owns, as JSON text (for "does it own f:replicas" checks)."""
+    return json.dumps(
+        [m.get("fieldsV1", {}) for m in obj["metadata"].get("managedFields", [])
+         if m["manager"] == manager]
+    )  # fmt: skip
 
 
 def events_for(cluster: Cluster, namespace: str, name: str) -> list[Obj]:

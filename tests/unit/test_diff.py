@@ -11,7 +11,10 @@ def test_contains_ignores_extra_live_fields_and_matches_lists_by_name() -> None:
             "extra": 1,
         }
     }
-    assert contains(live, {"spec": {"containers": [{"name": "b", "envFrom": [{"configMapRef": {"name": "c"}}]}]}})
+    assert contains(
+        live,
+        {"spec": {"containers": [{"name": "b", "envFrom": [{"configMapRef": {"name": "c"}}]}]}},
+    )
     assert not contains(live, {"spec": {"containers": [{"name": "a", "envFrom": []}]}})
     assert not contains(live, {"spec": {"containers": [{"name": "zzz"}]}})
 
@@ -24,7 +27,10 @@ def test_atomic_lists_compare_whole() -> None:
 
 def test_up_to_date_needs_same_hash_and_values() -> None:
     intent = with_hash({"metadata": {"name": "x"}, "data": {"a": "1"}})
-    live = {"metadata": {"name": "x", "annotations": dict(intent["metadata"]["annotations"])}, "data": {"a": "1"}}
+    live = {
+        "metadata": {"name": "x", "annotations": dict(intent["metadata"]["annotations"])},
+        "data": {"a": "1"},
+    }
     assert up_to_date(live, intent)
     drifted = {**live, "data": {"a": "2"}}
     assert not up_to_date(drifted, intent)
@@ -34,7 +40,9 @@ def test_up_to_date_needs_same_hash_and_values() -> None:
 
 
 def test_intent_hash_is_stable_under_key_order() -> None:
-    assert intent_hash({"a": 1, "b": {"c": 2, "d": 3}}) == intent_hash({"b": {"d": 3, "c": 2}, "a": 1})
+    assert intent_hash({"a": 1, "b": {"c": 2, "d": 3}}) == intent_hash(
+        {"b": {"d": 3, "c": 2}, "a": 1}
+    )
     assert intent_hash({"a": 1}) != intent_hash({"a": 2})
 
 

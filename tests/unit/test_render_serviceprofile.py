@@ -64,7 +64,11 @@ def test_config_hash_changes_with_content_only() -> None:
     def hash_of(data: dict[str, str]) -> str:
         out = render_serviceprofile(OWNER, spec(config={"data": data}), DEPLOYMENT)
         assert out.deployment is not None
-        return str(out.deployment["spec"]["template"]["metadata"]["annotations"]["appinfra.dev/config-hash"])
+        return str(
+            out.deployment["spec"]["template"]["metadata"]["annotations"][
+                "appinfra.dev/config-hash"
+            ]
+        )
 
     assert hash_of({"A": "1", "B": "2"}) == hash_of({"B": "2", "A": "1"})
     assert hash_of({"A": "1"}) != hash_of({"A": "2"})
@@ -100,11 +104,12 @@ def test_missing_variables_render_nothing() -> None:
 
 
 def test_variables_from_in_order_then_variables_win() -> None:
+    sources = [{"configMapRef": {"name": "a"}}, {"configMapRef": {"name": "b"}}]
+    config = {"data": {"V": "${V}", "W": "${W}"}, "variables": {"W": "local"}}
     out = render_serviceprofile(
         OWNER,
-        spec(config={"data": {"V": "${V}", "W": "${W}"}, "variables": {"W": "local"},
-                     "variablesFrom": [{"configMapRef": {"name": "a"}}, {"configMapRef": {"name": "b"}}]}),
+        spec(config={**config, "variablesFrom": sources}),
         DEPLOYMENT,
         [{"V": "first", "W": "first"}, {"V": "second"}],
-    )  # fmt: skip
+    )
     assert by_kind(out.children)["ConfigMap"]["data"] == {"V": "second", "W": "local"}

@@ -19,9 +19,12 @@ from typing import Any, cast
 
 import kopf
 
+from appinfra.api.operatorconfig import OperatorConfig
+from appinfra.config import ConfigFile
 from appinfra.controller import Runtime, target_key
-from appinfra.handlers import serviceprofile
+from appinfra.handlers import secretbinding, serviceprofile
 from appinfra.kube.client import Kube, load_api_client
+from appinfra.kube.credentials import provider_kube
 from appinfra.kube.resources import (
     CONFIGMAP,
     DEPLOYMENT,
@@ -29,11 +32,14 @@ from appinfra.kube.resources import (
     HPA,
     NETWORKPOLICY,
     PDB,
+    SECRET,
+    SECRETBINDING,
     SERVICEPROFILE,
     VERSION,
     Resource,
 )
 from appinfra.observability.metrics import MANAGED_OBJECTS
+from appinfra.providers.registry import Providers
 from appinfra.render.common import MANAGED_SELECTOR, OWNER_KIND, OWNER_NAME
 
 log = logging.getLogger("appinfra")
@@ -41,9 +47,15 @@ log = logging.getLogger("appinfra")
 WORKERS = int(os.environ.get("APPINFRA_WORKERS", "16"))
 RESYNC_SECONDS = float(os.environ.get("APPINFRA_RESYNC_SECONDS", "600"))
 
-RECONCILERS = {"ServiceProfile": serviceprofile.reconcile}
-POLICIES: dict[str, Resource] = {"ServiceProfile": SERVICEPROFILE}
-CHILDREN = (CONFIGMAP, HPA, NETWORKPOLICY, PDB)
+CONFIG_POLL_SECONDS = float(os.environ.get("APPINFRA_CONFIG_POLL_SECONDS", "5"))
+SHARED_READ_WINDOW = float(os.environ.get("APPINFRA_SHARED_READ_WINDOW_SECONDS", "60"))
+
+RECONCILERS = {
+    "ServiceProfile": serviceprofile.reconcile,
+    "SecretBinding": secretbinding.reconcile,
+}
+POLICIES: dict[str, Resource] = {"ServiceProfile": SERVICEPROFILE, "SecretBinding": SECRETBINDING}
+CHILDREN = (CONFIGMAP, HPA, NETWORKPOLICY, PDB, SECRET)
 
 
 Target = tuple[str, str, str]  # (namespace, kind, name)
@@ -74,10 +86,27 @@ def runtime() -> Runtime:
 async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     for res in CHILDREN:
         settings.watching.label_selectors[res.group, res.plural] = MANAGED_SELECTOR
-    settings.posting.level = logging.WARNING
+    settings.posting.enabled = False  # our Events are posted by observability/events.py
+    # kopf logs every handled watch event at INFO; at thousands of objects that is noise.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     settings.watching.server_timeout = 300
     api = await asyncio.to_thread(load_api_client)
-    rt = Runtime(Kube(api))
+    kube = Kube(api)
+    config = ConfigFile(os.environ.get("APPINFRA_CONFIG", "/etc/appinfra/config.yaml"))
+    await asyncio.to_thread(config.load)
+    providers = Providers(config.current, provider_kube(kube), window=SHARED_READ_WINDOW)
+    rt = Runtime(kube, providers)
+
+    def reconfigure(new: OperatorConfig) -> None:
+        providers.update(new)
+        # Stores changed: every binding re-checks access and store names now.
+        for obj in rt.store.select(SECRETBINDING, lambda _: True):
+            loop.call_soon_threadsafe(
+                rt.enqueue, "SecretBinding", obj["metadata"]["namespace"], obj["metadata"]["name"]
+            )
+
+    loop = asyncio.get_running_loop()
+    config.on_change(reconfigure)
     # Reconcilers block on HTTP; one thread per worker so none waits for a thread.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=WORKERS))
     for kind, fn in RECONCILERS.items():
@@ -85,6 +114,7 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
         rt.queues[kind].start()
     State.rt = rt
     State.tasks.append(asyncio.create_task(_resync_forever(rt)))
+    State.tasks.append(asyncio.create_task(_watch_config(config)))
     log.info("appinfra started: %d workers, resync every %.0fs", WORKERS, RESYNC_SECONDS)
 
 
@@ -106,6 +136,12 @@ async def _resync_forever(rt: Runtime) -> None:
                 meta = obj["metadata"]
                 spread = random.uniform(0, RESYNC_SECONDS / 2)
                 rt.enqueue(kind, meta["namespace"], meta["name"], spread)
+
+
+async def _watch_config(config: ConfigFile) -> None:
+    while True:
+        await asyncio.sleep(CONFIG_POLL_SECONDS)
+        await asyncio.to_thread(config.load)
 
 
 def _on_policy_event(kind: str, res: Resource, event: kopf.RawEvent) -> None:
@@ -140,6 +176,11 @@ def _on_policy_event(kind: str, res: Resource, event: kopf.RawEvent) -> None:
 @kopf.on.event(GROUP, VERSION, "serviceprofiles")
 async def serviceprofile_event(event: kopf.RawEvent, **_: Any) -> None:
     _on_policy_event("ServiceProfile", SERVICEPROFILE, event)
+
+
+@kopf.on.event(GROUP, VERSION, "secretbindings")
+async def secretbinding_event(event: kopf.RawEvent, **_: Any) -> None:
+    _on_policy_event("SecretBinding", SECRETBINDING, event)
 
 
 def _meaningful_change(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
@@ -187,6 +228,11 @@ def _on_child_event(res: Resource, event: kopf.RawEvent) -> None:
 @kopf.on.event("", "v1", "configmaps")
 async def configmap_event(event: kopf.RawEvent, **_: Any) -> None:
     _on_child_event(CONFIGMAP, event)
+
+
+@kopf.on.event("", "v1", "secrets")
+async def secret_event(event: kopf.RawEvent, **_: Any) -> None:
+    _on_child_event(SECRET, event)
 
 
 @kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers")

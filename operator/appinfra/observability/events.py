@@ -1,25 +1,56 @@
-"""Kubernetes Events on appinfra resources, posted through kopf's event poster.
+"""Kubernetes Events on appinfra resources (what `kubectl describe` shows).
 
-kopf batches and posts them in the background; from a worker thread the call is
-handed to the operator's loop thread-safely. Messages never include secret values:
-callers pass names, reasons and counts only.
+Posted with the operator's own client: synchronous from the worker thread, so an
+Event is in the API server by the time status says what happened. Posting is best
+effort: a failed Event is logged and never fails a reconcile. Messages never
+include secret values: callers pass names, reasons and counts only.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
-from typing import Any, cast
+import secrets
+from typing import Any
 
-import kopf
+from appinfra.kube.client import Kube, KubeError
+from appinfra.kube.resources import EVENT
 
 log = logging.getLogger(__name__)
 
+COMPONENT = "appinfra"
+MAX_MESSAGE = 1024
 
-def emit(body: dict[str, Any], reason: str, message: str, *, warning: bool = False) -> None:
+
+def emit(kube: Kube, body: dict[str, Any], reason: str, message: str, *, warning: bool) -> None:
+    meta = body["metadata"]
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "name": f"{meta['name']}.{secrets.token_hex(8)}",
+            "namespace": meta["namespace"],
+        },
+        "involvedObject": {
+            "apiVersion": body["apiVersion"],
+            "kind": body["kind"],
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid", ""),
+            "resourceVersion": meta.get("resourceVersion", ""),
+        },
+        "reason": reason,
+        "message": message[:MAX_MESSAGE],
+        "type": "Warning" if warning else "Normal",
+        "source": {"component": COMPONENT},
+        "reportingComponent": COMPONENT,
+        "reportingInstance": COMPONENT,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
     try:
-        kind = "Warning" if warning else "Normal"
-        target = kopf.Body(cast(kopf.RawBody, body))
-        kopf.event(target, type=kind, reason=reason, message=message)
-    except LookupError:
-        # Outside a running operator (offline tools, unit tests): nothing to post to.
-        log.debug("event not posted (no operator context): %s %s", reason, message)
+        kube.create(EVENT, meta["namespace"], event)
+    except KubeError as exc:
+        log.warning("could not post Event %s on %s/%s: %s", reason, body["kind"], meta["name"], exc)

@@ -21,3 +21,16 @@ API_REQUESTS = Counter(
     "Requests the operator sent to the Kubernetes API server, by verb and resource.",
     ["verb", "resource"],
 )
+SECRET_SYNC_TOTAL = Counter(
+    "appinfra_secret_sync_total", "SecretBinding syncs by store and result.", ["store", "result"]
+)
+SECRET_LAST_SUCCESS = Gauge(
+    "appinfra_secret_last_success_timestamp_seconds",
+    "When each SecretBinding last synced successfully (Unix time).",
+    ["namespace", "name"],
+)
+BACKEND_REQUESTS = Counter(
+    "appinfra_backend_requests_total",
+    "Requests sent to secret stores, by store, operation and outcome (ok or an error reason).",
+    ["store", "operation", "status"],
+)

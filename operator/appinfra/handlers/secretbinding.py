@@ -1,0 +1,311 @@
+"""SecretBinding reconciler: check access -> fetch (shared) -> render -> write -> status.
+
+Rules that shape this code:
+- A backend failure never touches the target Secret: it is written only after
+  every read succeeded and the data rendered completely.
+- Forbidden (namespace or key prefix) is decided before any backend call.
+- Refreshes are jittered; failures back off exponentially with jitter and a cap.
+- Messages name stores, keys and properties, never values.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import logging
+import os
+import random
+
+from appinfra.api.formats import duration_seconds
+from appinfra.api.kinds import SECRET_BINDING
+from appinfra.api.secretbinding import SecretBindingSpec
+from appinfra.api.validation import parse_spec
+from appinfra.controller import FINALIZER, Runtime, now, target_key
+from appinfra.kube.client import KubeError, Obj
+from appinfra.kube.conditions import Condition
+from appinfra.kube.resources import DEPLOYMENT, SECRET, SECRETBINDING
+from appinfra.kube.workqueue import Requeue
+from appinfra.observability.metrics import SECRET_LAST_SUCCESS, SECRET_SYNC_TOTAL
+from appinfra.providers.base import ProviderError, RemoteSecret, SecretNotFound
+from appinfra.render.common import MANAGED_BY, OWNER_KIND, OWNER_NAME, Owner
+from appinfra.render.secretbinding import (
+    ExtractError,
+    Fetch,
+    fetches,
+    render_consumer,
+    render_secret,
+    secret_data,
+    secret_hmac,
+    target_name,
+)
+from appinfra.render.templates import TemplateError
+
+log = logging.getLogger("appinfra.secretbinding")
+
+MANAGER = "appinfra-secretbinding"
+APPLIED_DEPLOYMENT = "appinfra.dev/applied-secretbinding"
+BACKOFF_BASE = float(os.environ.get("APPINFRA_BACKOFF_BASE_SECONDS", "2"))
+BACKOFF_CAP = float(os.environ.get("APPINFRA_BACKOFF_CAP_SECONDS", "300"))
+
+
+def _parse_time(value: str | None) -> datetime.datetime | None:
+    if not value:
+        return None
+    return datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+
+
+def _at(seconds: float) -> str:
+    moment = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Failures:
+    """Consecutive failures per binding, for capped exponential backoff with jitter."""
+
+    def __init__(self) -> None:
+        self.count: dict[tuple[str, str], int] = {}
+
+    def next_delay(self, key: tuple[str, str]) -> float:
+        n = self.count.get(key, 0)
+        self.count[key] = n + 1
+        ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2**n)
+        return random.uniform(ceiling / 2, ceiling)
+
+    def reset(self, key: tuple[str, str]) -> None:
+        self.count.pop(key, None)
+
+
+FAILURES = Failures()
+
+
+def _status(
+    rt: Runtime,
+    body: Obj,
+    accepted: Condition,
+    synced: Condition | None,
+    ready: Condition,
+    **kw: object,
+) -> None:
+    conditions = [accepted, ready] if synced is None else [accepted, synced, ready]
+    if rt.write_status(SECRETBINDING, body, conditions, **kw) and not ready.status:
+        rt.event(body, ready.reason, ready.message, warning=True)
+
+
+def _reject(rt: Runtime, body: Obj, reason: str, message: str) -> None:
+    _status(
+        rt,
+        body,
+        Condition("Accepted", False, reason, message),
+        None,
+        Condition("Ready", False, reason, message),
+    )
+
+
+def _sync_failed(rt: Runtime, body: Obj, store: str, reason: str, message: str) -> None:
+    SECRET_SYNC_TOTAL.labels(store, reason).inc()
+    _status(
+        rt,
+        body,
+        Condition("Accepted", True, "Accepted", "the spec is valid and effective"),
+        Condition("Synced", False, reason, message),
+        Condition("Ready", False, reason, message),
+    )
+
+
+def _managed_by(obj: Obj | None, name: str) -> bool:
+    labels = (obj or {}).get("metadata", {}).get("labels") or {}
+    return bool(
+        labels.get(MANAGED_BY) == "appinfra"
+        and labels.get(OWNER_KIND) == "SecretBinding"
+        and labels.get(OWNER_NAME) == name
+    )
+
+
+def _sync_due(rt: Runtime, body: Obj, spec: SecretBindingSpec, live: Obj | None) -> float:
+    """Seconds until the next sync is due (0: now)."""
+    status = body.get("status") or {}
+    meta = body["metadata"]
+    if status.get("observedGeneration") != meta.get("generation") or not status.get("lastSyncTime"):
+        return 0
+    synced: Obj = next((c for c in status.get("conditions", []) if c.get("type") == "Synced"), {})
+    if synced.get("status") != "True":
+        return 0  # failures are retried by the backoff Requeue, and on any change
+    if live is None or live["metadata"].get("uid") is None:
+        return 0  # the Secret was deleted: restore it
+    if spec.target.creation_policy != "Merge" and not _live_matches(live, status):
+        return 0  # somebody edited our Secret: restore it
+    due = _parse_time(status.get("nextSyncTime"))
+    if due is None:
+        return float("inf")  # refreshInterval "0": synced once, done
+    return max(0.0, (due - datetime.datetime.now(datetime.UTC)).total_seconds())
+
+
+def _live_matches(live: Obj, status: Obj) -> bool:
+    keys = status.get("syncedKeys") or []
+    raw = live.get("data") or {}
+    try:
+        data = {k: base64.b64decode(raw[k]).decode("utf-8", "surrogateescape") for k in keys}
+    except KeyError:
+        return False
+    return secret_hmac(data, live["metadata"]["uid"]) == status.get("secretHMAC")
+
+
+def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
+    body = rt.read(SECRETBINDING, namespace, name)
+    if body is None:
+        FAILURES.reset((namespace, name))
+        return None
+    if body["metadata"].get("deletionTimestamp"):
+        _finalize(rt, body)
+        return None
+    spec, problems = parse_spec(SECRET_BINDING, body)
+    if spec is None:
+        _reject(rt, body, "Invalid", "; ".join(map(str, problems)))
+        return None
+    providers = rt.providers
+    if spec.store not in providers.store_names():
+        configured = ", ".join(providers.store_names()) or "none"
+        _reject(
+            rt,
+            body,
+            "Invalid",
+            f"spec.store: store {spec.store!r} is not configured "
+            f"(configured stores: {configured}); ask the cluster admin or fix the name",
+        )
+        return None
+    if spec.target_ref is not None:
+        target = target_key(body)
+        winner = rt.winner(SECRETBINDING, body, lambda o: target_key(o) == target)
+        if winner["metadata"]["name"] != name:
+            _reject(
+                rt,
+                body,
+                "Conflicted",
+                f"SecretBinding {winner['metadata']['name']} already rolls out Deployment "
+                f"{spec.target_ref.name} (the oldest wins); put these keys in that binding "
+                "or drop targetRef here",
+            )
+            return None
+
+    secret_name = target_name(spec, name)
+    live = rt.read(SECRET, namespace, secret_name)
+    if live is not None and spec.target.creation_policy == "Owner" and not _managed_by(live, name):
+        _reject(
+            rt,
+            body,
+            "Conflicted",
+            f"Secret {secret_name} exists and is not managed by this SecretBinding; "
+            "set spec.target.creationPolicy: Merge to write only its keys into it, "
+            "or choose another spec.target.name",
+        )
+        return None
+
+    needed = fetches(spec)
+    for fetch in needed:
+        refused = providers.check_access(spec.store, namespace, fetch.key)
+        if refused:
+            _sync_failed(rt, body, spec.store, "Forbidden", refused)
+            return None  # no backend call; re-checked when the spec or the config changes
+
+    wait = _sync_due(rt, body, spec, live)
+    if wait > 0:
+        return None if wait == float("inf") else Requeue(wait)
+
+    key = (namespace, name)
+    fetched: dict[Fetch, RemoteSecret] = {}
+    try:
+        for fetch in needed:
+            version = str(fetch.version) if fetch.version else None
+            fetched[fetch] = providers.fetch(
+                spec.store, fetch.key, version=version, namespace=namespace
+            )
+    except ProviderError as exc:
+        remote_gone = isinstance(exc, SecretNotFound) and spec.target.deletion_policy == "Delete"
+        if remote_gone and live is not None and _managed_by(live, name):
+            rt.kube.delete(SECRET, namespace, secret_name, uid=live["metadata"].get("uid"))
+            message = f"Secret {secret_name} deleted: the remote secret is gone (deletionPolicy)"
+            rt.event(body, "Deleted", message)
+        _sync_failed(rt, body, spec.store, exc.reason, str(exc))
+        return Requeue(FAILURES.next_delay(key))
+
+    try:
+        data = secret_data(spec, fetched)
+    except ExtractError as exc:
+        _sync_failed(rt, body, spec.store, "SecretNotFound", str(exc))
+        return Requeue(FAILURES.next_delay(key))
+    except TemplateError as exc:
+        _sync_failed(rt, body, spec.store, "TemplateError", str(exc))
+        return None  # permanent until the spec changes
+
+    owner = Owner.of(body)
+    body = rt.add_finalizer(SECRETBINDING, body)
+    try:
+        # A manager per binding on the Secret: with Merge, two bindings writing keys
+        # into one Secret must not remove each other's keys.
+        written, changed = rt.ensure(
+            render_secret(owner, spec, data), f"{MANAGER}/{name}", f"appinfra.dev/sb.{name[:60]}"
+        )
+    except KubeError as exc:
+        _sync_failed(
+            rt,
+            body,
+            spec.store,
+            "BackendUnavailable" if exc.status >= 500 else "Forbidden",
+            f"writing Secret {secret_name} failed: {exc.message}",
+        )
+        return Requeue(FAILURES.next_delay(key))
+    digest = secret_hmac(data, written["metadata"]["uid"])
+    if changed:
+        rt.event(body, "Synced", f"Secret {secret_name} updated ({len(data)} keys)")
+
+    ready = Condition("Ready", True, "Synced", f"Secret {secret_name} holds {len(data)} keys")
+    if spec.target_ref is not None:
+        if rt.read(DEPLOYMENT, namespace, spec.target_ref.name) is None:
+            ready = Condition(
+                "Ready",
+                False,
+                "TargetNotFound",
+                f"Deployment {spec.target_ref.name} not found; the Secret is "
+                "synced and will be rolled out once it exists",
+            )
+        else:
+            intent = render_consumer(
+                owner, spec.target_ref.name, digest if spec.rollout_on_change else None
+            )
+            rt.ensure(intent, MANAGER, APPLIED_DEPLOYMENT)
+
+    FAILURES.reset(key)
+    SECRET_SYNC_TOTAL.labels(spec.store, "Synced").inc()
+    SECRET_LAST_SUCCESS.labels(namespace, name).set_to_current_time()
+    interval = duration_seconds(spec.refresh_interval)
+    jittered = interval * random.uniform(0.9, 1.1) if interval else None
+    _status(
+        rt,
+        body,
+        Condition("Accepted", True, "Accepted", "the spec is valid and effective"),
+        Condition(
+            "Synced", True, "Synced", f"read {len(needed)} remote secret(s) from {spec.store}"
+        ),
+        ready,
+        targetSecret=secret_name,
+        lastSyncTime=now(),
+        nextSyncTime=_at(jittered) if jittered else None,
+        secretHMAC=digest,
+        syncedKeys=sorted(data),
+    )
+    return Requeue(jittered) if jittered else None
+
+
+def _finalize(rt: Runtime, body: Obj) -> None:
+    """Deleted: release the consumer's fields (an owned Secret goes by garbage collection)."""
+    meta = body["metadata"]
+    if FINALIZER not in (meta.get("finalizers") or []):
+        return
+    target = (body.get("spec") or {}).get("targetRef") or {}
+    if target.get("name"):
+        deployment = rt.read(DEPLOYMENT, meta["namespace"], target["name"])
+        annotations = (deployment or {}).get("metadata", {}).get("annotations") or {}
+        if annotations.get(Owner.of(body).target_annotation) == meta["name"]:
+            rt.release(DEPLOYMENT, meta["namespace"], target["name"], MANAGER)
+    FAILURES.reset((meta["namespace"], meta["name"]))
+    rt.remove_finalizer(SECRETBINDING, body)

@@ -1,0 +1,141 @@
+"""The one small interface every secret store implements, and what they share.
+
+Copied from External Secrets Operator's provider shape: a backend is "fetch one
+secret, validate the config, close", and a registry picks the implementation, so
+adding a backend touches this package only. Everything here is written so that a
+secret value can only ever travel inside `RemoteSecret`: errors carry our own
+messages (store and key names, never library text that may echo a request or
+response body) and `RemoteSecret` hides its values from repr.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
+
+from appinfra.observability.metrics import BACKEND_REQUESTS
+
+Reason = Literal["BackendUnavailable", "SecretNotFound", "Forbidden", "Invalid"]
+
+T = TypeVar("T")
+
+
+class ProviderError(Exception):
+    """A failed read whose message is safe to show users: it names the store and key, never a
+    value, and never embeds a library's error text."""
+
+    reason: ClassVar[Reason]
+
+
+class BackendUnavailable(ProviderError):
+    """The store could not answer (down, sealed, throttled, timed out): retry later."""
+
+    reason = "BackendUnavailable"
+
+
+class SecretNotFound(ProviderError):
+    """The store answered that the secret (or version) does not exist."""
+
+    reason = "SecretNotFound"
+
+
+class Forbidden(ProviderError):
+    """Not allowed, or not possible as asked: needs a person to change config or policy.
+
+    Also used for requests a backend cannot serve (a path listing on Vault, a version on
+    KV v1), so that a mistake in a binding never looks like a deleted secret.
+    """
+
+    reason = "Forbidden"
+
+
+class UnknownStore(ProviderError):
+    """The binding names a store that is not (or no longer) configured."""
+
+    reason = "Invalid"
+
+
+@dataclass(frozen=True, repr=False)
+class RemoteSecret:
+    """One read from a store. Shared between callers: treat `properties` as read-only."""
+
+    properties: dict[str, Any] | None
+    """The secret as a map when it is one (Vault KV data, a JSON object in Secrets Manager,
+    the parameters under an SSM path)."""
+    raw: bytes | None
+    """The value when it is a single value (SecretString/SecretBinary, an SSM parameter)."""
+    version: str | None
+    """The backend's version id when known (KV v2 version, VersionId, SSM Version)."""
+
+    def __repr__(self) -> str:
+        names = None if self.properties is None else sorted(self.properties)
+        raw = None if self.raw is None else "<redacted>"
+        return f"RemoteSecret(properties={names!r}, raw={raw}, version={self.version!r})"
+
+
+@dataclass(frozen=True)
+class Kube:
+    """What providers may ask of the cluster; the operator implements it with the real API.
+
+    Both callables raise `ProviderError`s (e.g. SecretNotFound for a missing Secret,
+    Forbidden when RBAC says no) so a credential problem reads like any other store error.
+    """
+
+    token_for: Callable[[str, str, list[str]], str]
+    """(namespace, serviceAccount, audiences) -> a TokenRequest JWT."""
+    read_secret_key: Callable[[str, str, str], str]
+    """(namespace, name, key) -> the value of one key of a Secret."""
+
+
+class Provider(Protocol):
+    """One configured store."""
+
+    def fetch(
+        self, key: str, *, version: str | None, namespace: str, path_prefix: bool = False
+    ) -> RemoteSecret:
+        """Read `key` (at `version`, None = latest) for a binding in `namespace`.
+
+        `path_prefix` asks for every secret under `key` as one map (SSM paths only).
+        """
+        ...
+
+    def identity(self, namespace: str) -> str:
+        """Who the backend sees when a binding in `namespace` reads.
+
+        Reads are shared only between equal identities: with Vault's kubernetes auth each
+        namespace logs in as its own service account and may be allowed different paths.
+        """
+        ...
+
+    def validate(self) -> list[str]:
+        """Problems in the store's configuration (not reachability, which can change)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and temporary files."""
+        ...
+
+
+def call_backend(
+    store: str,
+    operation: str,
+    request: Callable[[], T],
+    catch: tuple[type[Exception], ...],
+    to_error: Callable[[Exception], ProviderError],
+) -> T:
+    """Send one request to a store: count it, and turn a library error into ours.
+
+    The ProviderError is raised outside the `except` block so it carries neither a cause
+    nor a context: the library exception (whose text can contain request or response
+    bodies) is dropped here and cannot reach a log through exception chaining.
+    """
+    try:
+        result = request()
+    except catch as exc:
+        error = to_error(exc)
+    else:
+        BACKEND_REQUESTS.labels(store, operation, "ok").inc()
+        return result
+    BACKEND_REQUESTS.labels(store, operation, error.reason).inc()
+    raise error
