@@ -14,6 +14,7 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from appinfra.api.operatorconfig import OperatorConfig
 from appinfra.kube.cache import Store
 from appinfra.kube.client import Kube, Obj
 from appinfra.kube.conditions import Condition, merge_conditions
@@ -41,6 +42,7 @@ def now() -> str:
 class Runtime:
     kube: Kube
     providers: Providers
+    config: OperatorConfig = field(default_factory=OperatorConfig)
     store: Store = field(default_factory=Store)
     queues: dict[str, WorkQueue] = field(default_factory=dict)
 
@@ -204,6 +206,47 @@ class Runtime:
             rivals,
             key=lambda o: (o["metadata"].get("creationTimestamp", ""), o["metadata"]["name"]),
         )
+
+    def reject(self, res: Resource, body: Obj, reason: str, message: str) -> None:
+        """Accepted=False (and so not Ready) with an actionable message; an Event on change."""
+        changed = self.write_status(
+            res,
+            body,
+            [
+                Condition("Accepted", False, reason, message),
+                Condition("Ready", False, reason, message),
+            ],
+        )
+        if changed:
+            self.event(body, reason, message, warning=True)
+
+    def rival_message(self, res: Resource, body: Obj) -> str | None:
+        """None if `body` is the effective resource for its target, else why it is not."""
+        target = target_key(body)
+        winner = self.winner(res, body, lambda o: target_key(o) == target)
+        if winner["metadata"]["name"] == body["metadata"]["name"]:
+            return None
+        return (
+            f"{body['kind']} {winner['metadata']['name']} already targets {target[1]} "
+            f"{target[2]} (the oldest wins); delete one of them or point this one elsewhere"
+        )
+
+    def release_target(self, res: Resource, body: Obj, target: Resource, name: str) -> None:
+        """On deletion: give back our fields on a target we shaped, then drop the finalizer.
+
+        Only the resource named in the target's `appinfra.dev/<kind>` annotation releases:
+        the field manager is per kind, so a Conflicted loser releasing would strip the
+        winner's fields.
+        """
+        meta = body["metadata"]
+        if FINALIZER not in (meta.get("finalizers") or []):
+            return
+        owner = Owner.of(body)
+        live = self.read(target, meta["namespace"], name) if name else None
+        annotations = (live or {}).get("metadata", {}).get("annotations") or {}
+        if annotations.get(owner.target_annotation) == meta["name"]:
+            self.release(target, meta["namespace"], name, owner.field_manager)
+        self.remove_finalizer(res, body)
 
     def event(self, body: Obj, reason: str, message: str, warning: bool = False) -> None:
         events.emit(self.kube, body, reason, message, warning=warning)

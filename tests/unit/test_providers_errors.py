@@ -26,6 +26,7 @@ from appinfra.api.operatorconfig import SecretStore
 from appinfra.providers import (
     BackendUnavailable,
     Forbidden,
+    Kube,
     ProviderError,
     RemoteSecret,
     SecretNotFound,
@@ -261,3 +262,49 @@ def test_aws_validate(aws: dict[str, object], prefix: str, problem: str | None) 
         assert problems == []
     else:
         assert any(problem in p for p in problems), problems
+
+
+def test_missing_credentials_are_forbidden_not_a_missing_secret() -> None:
+    """Never "the remote secret is gone": that can delete a target Secret (deletionPolicy)."""
+
+    def missing(namespace: str, name: str, *_: object) -> str:
+        raise SecretNotFound(f"Secret {namespace}/{name} not found")
+
+    kube = Kube(token_for=missing, read_secret_key=missing)
+    stores = [
+        vault_store(),
+        vault_store(auth={"kubernetes": {"role": "r"}}),
+        vault_store(
+            auth={
+                "appRole": {
+                    "roleId": "id",
+                    "secretRef": {"namespace": "a", "name": "t", "key": "t"},
+                }
+            }
+        ),
+        SecretStore.model_validate(
+            {
+                "aws": {
+                    "service": "ParameterStore",
+                    "region": "eu-west-1",
+                    "endpoint": "http://127.0.0.1:9",
+                    "auth": {
+                        "secretRef": {
+                            "namespace": "a",
+                            "name": "aws",
+                            "accessKeyIDKey": "id",
+                            "secretAccessKeyKey": "key",
+                        }
+                    },
+                },
+                "allowedNamespaces": ["*"],
+            }
+        ),
+    ]
+    for number, store in enumerate(stores):
+        provider = build_provider(f"unit-creds-{number}", store, kube)
+        try:
+            with pytest.raises(Forbidden, match="credentials are missing: Secret a/"):
+                provider.fetch("a/db", version=None, namespace="a")
+        finally:
+            provider.close()

@@ -20,7 +20,7 @@ from appinfra.api.formats import duration_seconds
 from appinfra.api.kinds import SECRET_BINDING
 from appinfra.api.secretbinding import SecretBindingSpec
 from appinfra.api.validation import parse_spec
-from appinfra.controller import FINALIZER, Runtime, now, target_key
+from appinfra.controller import Runtime, now
 from appinfra.kube.client import KubeError, Obj
 from appinfra.kube.conditions import Condition
 from appinfra.kube.resources import DEPLOYMENT, SECRET, SECRETBINDING
@@ -91,16 +91,6 @@ def _status(
         rt.event(body, ready.reason, ready.message, warning=True)
 
 
-def _reject(rt: Runtime, body: Obj, reason: str, message: str) -> None:
-    _status(
-        rt,
-        body,
-        Condition("Accepted", False, reason, message),
-        None,
-        Condition("Ready", False, reason, message),
-    )
-
-
 def _sync_failed(rt: Runtime, body: Obj, store: str, reason: str, message: str) -> None:
     SECRET_SYNC_TOTAL.labels(store, reason).inc()
     _status(
@@ -160,38 +150,28 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
         return None
     spec, problems = parse_spec(SECRET_BINDING, body)
     if spec is None:
-        _reject(rt, body, "Invalid", "; ".join(map(str, problems)))
+        rt.reject(SECRETBINDING, body, "Invalid", "; ".join(map(str, problems)))
         return None
     providers = rt.providers
     if spec.store not in providers.store_names():
         configured = ", ".join(providers.store_names()) or "none"
-        _reject(
-            rt,
+        rt.reject(
+            SECRETBINDING,
             body,
             "Invalid",
             f"spec.store: store {spec.store!r} is not configured "
             f"(configured stores: {configured}); ask the cluster admin or fix the name",
         )
         return None
-    if spec.target_ref is not None:
-        target = target_key(body)
-        winner = rt.winner(SECRETBINDING, body, lambda o: target_key(o) == target)
-        if winner["metadata"]["name"] != name:
-            _reject(
-                rt,
-                body,
-                "Conflicted",
-                f"SecretBinding {winner['metadata']['name']} already rolls out Deployment "
-                f"{spec.target_ref.name} (the oldest wins); put these keys in that binding "
-                "or drop targetRef here",
-            )
-            return None
+    if spec.target_ref is not None and (rival := rt.rival_message(SECRETBINDING, body)):
+        rt.reject(SECRETBINDING, body, "Conflicted", rival + " (one binding can hold many keys)")
+        return None
 
     secret_name = target_name(spec, name)
     live = rt.read(SECRET, namespace, secret_name)
     if live is not None and spec.target.creation_policy == "Owner" and not _managed_by(live, name):
-        _reject(
-            rt,
+        rt.reject(
+            SECRETBINDING,
             body,
             "Conflicted",
             f"Secret {secret_name} exists and is not managed by this SecretBinding; "
@@ -299,13 +279,6 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
 def _finalize(rt: Runtime, body: Obj) -> None:
     """Deleted: release the consumer's fields (an owned Secret goes by garbage collection)."""
     meta = body["metadata"]
-    if FINALIZER not in (meta.get("finalizers") or []):
-        return
-    target = (body.get("spec") or {}).get("targetRef") or {}
-    if target.get("name"):
-        deployment = rt.read(DEPLOYMENT, meta["namespace"], target["name"])
-        annotations = (deployment or {}).get("metadata", {}).get("annotations") or {}
-        if annotations.get(Owner.of(body).target_annotation) == meta["name"]:
-            rt.release(DEPLOYMENT, meta["namespace"], target["name"], MANAGER)
     FAILURES.reset((meta["namespace"], meta["name"]))
-    rt.remove_finalizer(SECRETBINDING, body)
+    target = (body.get("spec") or {}).get("targetRef") or {}
+    rt.release_target(SECRETBINDING, body, DEPLOYMENT, target.get("name", ""))

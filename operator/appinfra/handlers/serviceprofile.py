@@ -6,15 +6,18 @@ import logging
 
 from appinfra.api.kinds import SERVICE_PROFILE
 from appinfra.api.validation import parse_spec
-from appinfra.controller import FINALIZER, Runtime, describe_changes, target_key
+from appinfra.controller import Runtime, describe_changes, target_key
 from appinfra.kube.client import KubeError, Obj
 from appinfra.kube.conditions import Condition
 from appinfra.kube.resources import (
     CONFIGMAP,
     DEPLOYMENT,
+    HEALTHPOLICY,
     HPA,
     NETWORKPOLICY,
     PDB,
+    RATELIMITPOLICY,
+    SECRETBINDING,
     SERVICEPROFILE,
 )
 from appinfra.kube.workqueue import Requeue
@@ -32,19 +35,6 @@ APPLIED = "appinfra.dev/applied-serviceprofile"
 RETRY_MISSING_SOURCE = 30.0
 
 
-def _not_accepted(rt: Runtime, body: Obj, reason: str, message: str) -> None:
-    changed = rt.write_status(
-        SERVICEPROFILE,
-        body,
-        [
-            Condition("Accepted", False, reason, message),
-            Condition("Ready", False, reason, message),
-        ],
-    )
-    if changed:
-        rt.event(body, reason, message, warning=True)
-
-
 def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
     body = rt.read(SERVICEPROFILE, namespace, name)
     if body is None:
@@ -55,25 +45,18 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
 
     spec, problems = parse_spec(SERVICE_PROFILE, body)
     if spec is None:
-        _not_accepted(rt, body, "Invalid", "; ".join(map(str, problems)))
+        rt.reject(SERVICEPROFILE, body, "Invalid", "; ".join(map(str, problems)))
         return None  # permanent until the spec changes (which enqueues us again)
 
-    target = target_key(body)
-    winner = rt.winner(SERVICEPROFILE, body, lambda o: target_key(o) == target)
-    if winner["metadata"]["name"] != name:
-        _not_accepted(
-            rt,
-            body,
-            "Conflicted",
-            f"ServiceProfile {winner['metadata']['name']} already targets Deployment "
-            f"{spec.target_ref.name} (the oldest wins); delete one of them",
-        )
+    rival = rt.rival_message(SERVICEPROFILE, body)
+    if rival:
+        rt.reject(SERVICEPROFILE, body, "Conflicted", rival)
         return None
 
     deployment = rt.read(DEPLOYMENT, namespace, spec.target_ref.name)
     if deployment is None:
-        _not_accepted(
-            rt,
+        rt.reject(
+            SERVICEPROFILE,
             body,
             "TargetNotFound",
             f"Deployment {spec.target_ref.name} not found in namespace {namespace}; "
@@ -85,8 +68,8 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
     for index, cm_name in enumerate(variables_from_names(spec)):
         cm = rt.kube.get(CONFIGMAP, namespace, cm_name)  # not watched: always read fresh
         if cm is None:
-            _not_accepted(
-                rt,
+            rt.reject(
+                SERVICEPROFILE,
                 body,
                 "Invalid",
                 f"spec.config.variablesFrom[{index}].configMapRef.name: ConfigMap {cm_name} "
@@ -99,8 +82,8 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
     try:
         rendered = render_serviceprofile(owner, spec, deployment, sources)
     except MissingVariables as exc:
-        _not_accepted(
-            rt,
+        rt.reject(
+            SERVICEPROFILE,
             body,
             "Invalid",
             "spec.config.data: no value and no default for variable(s) "
@@ -109,7 +92,7 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
         )
         return None
     except TemplateError as exc:
-        _not_accepted(rt, body, "Invalid", f"spec.{exc}")
+        rt.reject(SERVICEPROFILE, body, "Invalid", f"spec.{exc}")
         return None
 
     body = rt.add_finalizer(SERVICEPROFILE, body)
@@ -147,19 +130,32 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
             Condition("Ready", True, "Reconciled", "every child exists as rendered"),
         ],
         replicaRange=rendered.replica_range,
+        policies=_attached_policies(rt, namespace, spec.target_ref.name),
     )
     return None
 
 
 def _finalize(rt: Runtime, body: Obj) -> None:
     """Deleted: release our Deployment fields (children go by garbage collection)."""
-    if FINALIZER not in (body["metadata"].get("finalizers") or []):
-        return
-    meta = body["metadata"]
-    deployment = rt.read(DEPLOYMENT, meta["namespace"], target_key(body)[2])
-    annotations = (deployment or {}).get("metadata", {}).get("annotations") or {}
-    # Only the profile that shaped the Deployment releases: the manager name is per
-    # kind, so a conflicted loser releasing would strip the winner's fields.
-    if annotations.get(Owner.of(body).target_annotation) == meta["name"]:
-        rt.release(DEPLOYMENT, meta["namespace"], target_key(body)[2], MANAGER)
-    rt.remove_finalizer(SERVICEPROFILE, body)
+    rt.release_target(SERVICEPROFILE, body, DEPLOYMENT, target_key(body)[2])
+
+
+ATTACHABLE = (("HealthPolicy", HEALTHPOLICY), ("RateLimitPolicy", RATELIMITPOLICY),
+              ("SecretBinding", SECRETBINDING))  # fmt: skip
+
+
+def _attached_policies(rt: Runtime, namespace: str, deployment: str) -> list[dict[str, str]]:
+    """The other appinfra resources on the same Deployment, with their Ready state."""
+    target = ("apps", "Deployment", deployment)
+    out = []
+    for kind, res in ATTACHABLE:
+        for obj in rt.store.select(
+            res, lambda o: o["metadata"]["namespace"] == namespace and target_key(o) == target
+        ):
+            ready = next(
+                (c.get("status", "Unknown") for c in (obj.get("status") or {}).get("conditions", [])
+                 if c.get("type") == "Ready"),
+                "Unknown",
+            )  # fmt: skip
+            out.append({"kind": kind, "name": obj["metadata"]["name"], "ready": ready})
+    return sorted(out, key=lambda p: (p["kind"], p["name"]))

@@ -22,16 +22,19 @@ import kopf
 from appinfra.api.operatorconfig import OperatorConfig
 from appinfra.config import ConfigFile
 from appinfra.controller import Runtime, target_key
-from appinfra.handlers import secretbinding, serviceprofile
+from appinfra.handlers import healthpolicy, ratelimitpolicy, secretbinding, serviceprofile
 from appinfra.kube.client import Kube, load_api_client
 from appinfra.kube.credentials import provider_kube
 from appinfra.kube.resources import (
     CONFIGMAP,
     DEPLOYMENT,
     GROUP,
+    HEALTHPOLICY,
     HPA,
+    INGRESS,
     NETWORKPOLICY,
     PDB,
+    RATELIMITPOLICY,
     SECRET,
     SECRETBINDING,
     SERVICEPROFILE,
@@ -53,8 +56,17 @@ SHARED_READ_WINDOW = float(os.environ.get("APPINFRA_SHARED_READ_WINDOW_SECONDS",
 RECONCILERS = {
     "ServiceProfile": serviceprofile.reconcile,
     "SecretBinding": secretbinding.reconcile,
+    "HealthPolicy": healthpolicy.reconcile,
+    "RateLimitPolicy": ratelimitpolicy.reconcile,
 }
-POLICIES: dict[str, Resource] = {"ServiceProfile": SERVICEPROFILE, "SecretBinding": SECRETBINDING}
+POLICIES: dict[str, Resource] = {
+    "ServiceProfile": SERVICEPROFILE,
+    "SecretBinding": SECRETBINDING,
+    "HealthPolicy": HEALTHPOLICY,
+    "RateLimitPolicy": RATELIMITPOLICY,
+}
+# Kinds whose status reflects the target's own status, so every Deployment change counts.
+FOLLOWS_TARGET_STATUS = {"HealthPolicy"}
 CHILDREN = (CONFIGMAP, HPA, NETWORKPOLICY, PDB, SECRET)
 
 
@@ -95,15 +107,16 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     config = ConfigFile(os.environ.get("APPINFRA_CONFIG", "/etc/appinfra/config.yaml"))
     await asyncio.to_thread(config.load)
     providers = Providers(config.current, provider_kube(kube), window=SHARED_READ_WINDOW)
-    rt = Runtime(kube, providers)
+    rt = Runtime(kube, providers, config.current)
 
     def reconfigure(new: OperatorConfig) -> None:
         providers.update(new)
-        # Stores changed: every binding re-checks access and store names now.
-        for obj in rt.store.select(SECRETBINDING, lambda _: True):
-            loop.call_soon_threadsafe(
-                rt.enqueue, "SecretBinding", obj["metadata"]["namespace"], obj["metadata"]["name"]
-            )
+        rt.config = new
+        # Every binding re-checks store names and access; policies their default enforcement.
+        for kind in ("SecretBinding", "RateLimitPolicy"):
+            for obj in rt.store.select(POLICIES[kind], lambda _: True):
+                meta = obj["metadata"]
+                loop.call_soon_threadsafe(rt.enqueue, kind, meta["namespace"], meta["name"])
 
     loop = asyncio.get_running_loop()
     config.on_change(reconfigure)
@@ -160,6 +173,12 @@ def _on_policy_event(kind: str, res: Resource, event: kopf.RawEvent) -> None:
     # target to a rival that was Conflicted, so those are reconciled too.
     new_target = None if event["type"] == "DELETED" else (ns, *target_key(obj)[1:])
     old_target = State.target_of.get(key)
+    if kind != "ServiceProfile":
+        # The profile on the same Deployment lists this policy in status.policies.
+        for target in {old_target, new_target} - {None}:
+            for other, profile in list(State.by_target.get(target, ())):  # type: ignore[arg-type]
+                if other == "ServiceProfile":
+                    rt.enqueue(other, ns, profile)
     if old_target != new_target or meta.get("deletionTimestamp"):
         if old_target is not None:
             State.by_target[old_target].discard((kind, name))
@@ -183,6 +202,16 @@ async def secretbinding_event(event: kopf.RawEvent, **_: Any) -> None:
     _on_policy_event("SecretBinding", SECRETBINDING, event)
 
 
+@kopf.on.event(GROUP, VERSION, "healthpolicies")
+async def healthpolicy_event(event: kopf.RawEvent, **_: Any) -> None:
+    _on_policy_event("HealthPolicy", HEALTHPOLICY, event)
+
+
+@kopf.on.event(GROUP, VERSION, "ratelimitpolicies")
+async def ratelimitpolicy_event(event: kopf.RawEvent, **_: Any) -> None:
+    _on_policy_event("RateLimitPolicy", RATELIMITPOLICY, event)
+
+
 def _meaningful_change(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
     """A Deployment change that can affect what we render: spec or metadata, not status."""
     if old is None:
@@ -195,20 +224,32 @@ def _meaningful_change(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
     )
 
 
-@kopf.on.event("apps", "v1", "deployments")
-async def deployment_event(event: kopf.RawEvent, **_: Any) -> None:
+def _on_target_event(res: Resource, event: kopf.RawEvent) -> None:
+    """A target changed: reconcile the policies naming it (status-following kinds always,
+    the others only when its spec or metadata changed)."""
     rt = runtime()
     obj = cast(dict[str, Any], event["object"])
     meta = obj["metadata"]
     ns, name = meta["namespace"], meta["name"]
-    old = rt.store.get(DEPLOYMENT, ns, name)
+    old = rt.store.get(res, ns, name)
     if event["type"] == "DELETED":
-        rt.store.remove(DEPLOYMENT, ns, name)
+        rt.store.remove(res, ns, name)
     else:
-        rt.store.upsert(DEPLOYMENT, obj)
-    if event["type"] == "DELETED" or _meaningful_change(old, obj):
-        for kind, policy in list(State.by_target.get((ns, "Deployment", name), ())):
+        rt.store.upsert(res, obj)
+    meaningful = event["type"] == "DELETED" or _meaningful_change(old, obj)
+    for kind, policy in list(State.by_target.get((ns, res.kind, name), ())):
+        if meaningful or kind in FOLLOWS_TARGET_STATUS:
             rt.enqueue(kind, ns, policy)
+
+
+@kopf.on.event("apps", "v1", "deployments")
+async def deployment_event(event: kopf.RawEvent, **_: Any) -> None:
+    _on_target_event(DEPLOYMENT, event)
+
+
+@kopf.on.event("networking.k8s.io", "v1", "ingresses")
+async def ingress_event(event: kopf.RawEvent, **_: Any) -> None:
+    _on_target_event(INGRESS, event)
 
 
 def _on_child_event(res: Resource, event: kopf.RawEvent) -> None:

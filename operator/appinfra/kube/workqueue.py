@@ -102,9 +102,12 @@ class WorkQueue:
             self._active.add(key)
             try:
                 result = await self._reconcile(key)
-            except Exception:
+            except Exception as exc:
                 delay = self.backoff.next_delay(key)
-                log.exception("reconcile of %s failed; retrying in %.1fs", key, delay)
+                if getattr(exc, "expected", False):  # e.g. an API conflict: no traceback needed
+                    log.warning("reconcile of %s failed: %s; retrying in %.1fs", key, exc, delay)
+                else:
+                    log.exception("reconcile of %s failed; retrying in %.1fs", key, delay)
                 self.add(key, delay)
             else:
                 self.backoff.reset(key)

@@ -40,6 +40,7 @@ from appinfra.providers.base import (
     ProviderError,
     SecretNotFound,
     call_backend,
+    credential,
 )
 
 TIMEOUT = 5
@@ -198,12 +199,13 @@ class AwsClient(Generic[C]):
         if ref is None:
             base = boto3.session.Session(region_name=region)
         else:
+            read = self._kube.read_secret_key
             base = boto3.session.Session(
-                aws_access_key_id=self._kube.read_secret_key(
-                    ref.namespace, ref.name, ref.access_key_id_key
+                aws_access_key_id=credential(
+                    lambda: read(ref.namespace, ref.name, ref.access_key_id_key)
                 ),
-                aws_secret_access_key=self._kube.read_secret_key(
-                    ref.namespace, ref.name, ref.secret_access_key_key
+                aws_secret_access_key=credential(
+                    lambda: read(ref.namespace, ref.name, ref.secret_access_key_key)
                 ),
                 region_name=region,
             )

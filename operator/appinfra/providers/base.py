@@ -117,6 +117,20 @@ class Provider(Protocol):
         ...
 
 
+def credential(read: Callable[[], str]) -> str:
+    """A credential from the cluster (a Secret key, a service account token).
+
+    A missing credential is a configuration problem, so SecretNotFound becomes Forbidden:
+    it must never read as "the remote secret is gone", which can delete the target Secret
+    of a binding with deletionPolicy: Delete.
+    """
+    try:
+        return read()
+    except SecretNotFound as exc:
+        missing = Forbidden(f"the store's credentials are missing: {exc}")
+    raise missing
+
+
 def call_backend(
     store: str,
     operation: str,

@@ -35,6 +35,7 @@ from appinfra.providers.base import (
     RemoteSecret,
     SecretNotFound,
     call_backend,
+    credential,
 )
 
 log = logging.getLogger(__name__)
@@ -289,12 +290,14 @@ class VaultProvider:
         auth = self._vault.auth
         if auth.token is not None:
             ref = auth.token.secret_ref
-            token = self._kube.read_secret_key(ref.namespace, ref.name, ref.key)
+            token = credential(lambda: self._kube.read_secret_key(ref.namespace, ref.name, ref.key))
             return _Grant(token, STATIC_TOKEN_TTL, renewable=False)
         if auth.kubernetes is not None:
             k8s = auth.kubernetes
             audiences = [k8s.audience] if k8s.audience else []
-            jwt = self._kube.token_for(namespace, k8s.service_account, audiences)
+            jwt = credential(
+                lambda: self._kube.token_for(namespace, k8s.service_account, audiences)
+            )
             where = (
                 f"logging in with kubernetes auth at {k8s.mount_path!r} as role {k8s.role!r} "
                 f"(service account {namespace}/{k8s.service_account})"
@@ -310,7 +313,9 @@ class VaultProvider:
             app_role = auth.app_role
             assert app_role is not None  # the config model requires exactly one method
             ref = app_role.secret_ref
-            secret_id = self._kube.read_secret_key(ref.namespace, ref.name, ref.key)
+            secret_id = credential(
+                lambda: self._kube.read_secret_key(ref.namespace, ref.name, ref.key)
+            )
             where = f"logging in with AppRole auth at {app_role.mount_path!r}"
             response = self._call(
                 "login",

@@ -1,0 +1,100 @@
+"""RateLimitPolicy reconciler: ingress-nginx annotations on the target Ingress, or a
+ConfigMap for envoy ratelimit or an in-app limiter; Enforced says how much of the
+policy the chosen enforcement can express."""
+
+from __future__ import annotations
+
+from appinfra.api.kinds import RATE_LIMIT_POLICY
+from appinfra.api.validation import parse_spec
+from appinfra.controller import Runtime
+from appinfra.kube.client import KubeError, Obj
+from appinfra.kube.conditions import Condition
+from appinfra.kube.resources import BY_KIND, CONFIGMAP, INGRESS, RATELIMITPOLICY, Resource
+from appinfra.kube.workqueue import Requeue
+from appinfra.render.common import Owner
+from appinfra.render.ratelimitpolicy import render_ratelimitpolicy
+
+MANAGER = "appinfra-ratelimitpolicy"
+APPLIED = "appinfra.dev/applied-ratelimitpolicy"
+
+
+def _target(body: Obj) -> tuple[Resource, str]:
+    ref = (body.get("spec") or {}).get("targetRef") or {}
+    return BY_KIND[str(ref.get("kind", "Deployment"))], str(ref.get("name", ""))
+
+
+def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
+    body = rt.read(RATELIMITPOLICY, namespace, name)
+    if body is None:
+        return None
+    if body["metadata"].get("deletionTimestamp"):
+        _, target_name = _target(body)
+        rt.release_target(RATELIMITPOLICY, body, INGRESS, target_name)
+        return None
+    spec, problems = parse_spec(RATE_LIMIT_POLICY, body)
+    if spec is None:
+        rt.reject(RATELIMITPOLICY, body, "Invalid", "; ".join(map(str, problems)))
+        return None
+    enforcement = spec.enforcement or rt.config.rate_limit.default_enforcement
+    if enforcement == "IngressNginx" and spec.target_ref.kind != "Ingress":
+        rt.reject(
+            RATELIMITPOLICY,
+            body,
+            "Invalid",
+            f"spec.enforcement: the operator's default enforcement IngressNginx needs an "
+            f"Ingress target, not a {spec.target_ref.kind}; set spec.enforcement",
+        )
+        return None
+    rival = rt.rival_message(RATELIMITPOLICY, body)
+    if rival:
+        rt.reject(RATELIMITPOLICY, body, "Conflicted", rival)
+        return None
+    res, target_name = _target(body)
+    target = rt.read(res, namespace, target_name)
+    if target is None:
+        rt.reject(
+            RATELIMITPOLICY,
+            body,
+            "TargetNotFound",
+            f"{res.kind} {target_name} not found in namespace {namespace}; "
+            "it will be configured as soon as it is created",
+        )
+        return None
+
+    owner = Owner.of(body)
+    rendered = render_ratelimitpolicy(owner, spec, target, enforcement)
+    body = rt.add_finalizer(RATELIMITPOLICY, body)
+    accepted = Condition("Accepted", True, "Accepted", "the spec is valid and effective")
+    try:
+        changed = [rt.ensure(obj, MANAGER)[1] for obj in rendered.children]
+        deleted = rt.prune(owner, (CONFIGMAP,), rendered.children)
+        if rendered.target_intent is not None:
+            changed.append(rt.ensure(rendered.target_intent, MANAGER, APPLIED)[1])
+        elif res is INGRESS:
+            # Enforcement moved away from IngressNginx: take our annotations back.
+            annotations = target["metadata"].get("annotations") or {}
+            if annotations.get(owner.target_annotation) == name:
+                rt.release(INGRESS, namespace, target_name, MANAGER)
+                changed.append(True)
+    except KubeError as exc:
+        message = f"applying failed: {exc.message}"
+        rt.write_status(
+            RATELIMITPOLICY,
+            body,
+            [accepted, Condition("Enforced", False, "ApplyFailed", message),
+             Condition("Ready", False, "ApplyFailed", message)],
+        )  # fmt: skip
+        raise
+    if any(changed) or deleted:
+        rt.event(body, "Applied", f"{enforcement}: {rendered.message}")
+    ready_reason = "Reconciled" if rendered.enforced else rendered.reason
+    rt.write_status(
+        RATELIMITPOLICY,
+        body,
+        [
+            accepted,
+            Condition("Enforced", rendered.enforced, rendered.reason, rendered.message),
+            Condition("Ready", rendered.enforced, ready_reason, rendered.message),
+        ],
+    )
+    return None
