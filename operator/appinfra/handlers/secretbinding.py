@@ -196,8 +196,13 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
     try:
         for fetch in needed:
             version = str(fetch.version) if fetch.version else None
+            # A key ending in "/" reads every secret under that path (SSM) as one map.
             fetched[fetch] = providers.fetch(
-                spec.store, fetch.key, version=version, namespace=namespace
+                spec.store,
+                fetch.key,
+                version=version,
+                namespace=namespace,
+                path_prefix=fetch.key.endswith("/"),
             )
     except ProviderError as exc:
         remote_gone = isinstance(exc, SecretNotFound) and spec.target.deletion_policy == "Delete"
