@@ -19,8 +19,11 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import hvac
 import pytest
+import yaml
 from kubernetes import client
 
 from tests.support.kube import Cluster
@@ -140,13 +143,123 @@ class Operator:
         self.process.stop()
 
 
+SYSTEM_NAMESPACE = "appinfra-system"
+CANARY = "canary-" + secrets.token_hex(12)  # a value that must never show up anywhere
+
+
+@dataclass
+class Stores:
+    """The secret stores the session operator is configured with, backed by real servers."""
+
+    config: dict[str, Any]
+    bao: hvac.Client
+    moto: Moto
+    config_path: Path
+
+    def write(self) -> None:
+        self.config_path.write_text(yaml.safe_dump(self.config))
+
+
 @pytest.fixture(scope="session")
-def operator(crds: Cluster, workdir: Path) -> Iterator[Operator]:
-    """One operator for the session, watching every namespace."""
-    config = workdir / "operator-config.yaml"
-    if not config.exists():
-        config.write_text("secretStores: {}\n")
-    op = Operator(crds, workdir).start()
+def stores(cluster: Cluster, openbao: OpenBao, moto: Moto, workdir: Path) -> Stores:
+    """OpenBao with KV v1+v2, token, AppRole and kubernetes auth (against our API server),
+    moto for Secrets Manager and SSM, and the credential Secrets the operator reads."""
+    bao = hvac.Client(url=openbao.address, token=openbao.root_token)
+    bao.sys.enable_secrets_engine("kv", path="kv1", options={"version": "1"})
+    bao.sys.create_or_update_policy("appinfra-read", READ_POLICY)
+    bao.sys.enable_auth_method("approle")
+    bao.auth.approle.create_or_update_approle("appinfra", token_policies=["appinfra-read"])
+    role_id = bao.auth.approle.read_role_id("appinfra")["data"]["role_id"]
+    secret_id = bao.auth.approle.generate_secret_id("appinfra")["data"]["secret_id"]
+    with cluster.api() as api:
+        core = client.CoreV1Api(api)
+        core.create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=SYSTEM_NAMESPACE))
+        )
+        core.create_namespaced_service_account(
+            SYSTEM_NAMESPACE,
+            client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="vault-reviewer")),
+        )
+        client.RbacAuthorizationV1Api(api).create_cluster_role_binding(
+            client.V1ClusterRoleBinding(
+                metadata=client.V1ObjectMeta(name="appinfra-test-vault-reviewer"),
+                role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io",
+                                          kind="ClusterRole", name="system:auth-delegator"),
+                subjects=[client.RbacV1Subject(kind="ServiceAccount", name="vault-reviewer",
+                                               namespace=SYSTEM_NAMESPACE)],
+            )
+        )  # fmt: skip
+        credentials = {
+            "bao-token": {"token": openbao.root_token},
+            "bao-approle": {"secret-id": secret_id},
+            "aws-keys": {"id": "testing", "secret": "testing"},
+        }
+        for name, data in credentials.items():
+            core.create_namespaced_secret(
+                SYSTEM_NAMESPACE,
+                client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data=data),
+            )
+    bao.sys.enable_auth_method("kubernetes")
+    bao.auth.kubernetes.configure(
+        kubernetes_host=cluster.server,
+        kubernetes_ca_cert=cluster.ca_pem.decode(),
+        token_reviewer_jwt=cluster.token_for(SYSTEM_NAMESPACE, "vault-reviewer"),
+        disable_local_ca_jwt=True,
+    )
+    bao.auth.kubernetes.create_role(
+        "appinfra",
+        bound_service_account_names=["default"],
+        bound_service_account_namespaces=["*"],
+        policies=["appinfra-read"],
+        audience="openbao",
+    )
+
+    def ref(name: str, key: str) -> dict[str, str]:
+        return {"namespace": SYSTEM_NAMESPACE, "name": name, "key": key}
+
+    token = {"token": {"secretRef": ref("bao-token", "token")}}
+    vault = {"address": openbao.address, "kv": {"mount": "secret", "version": 2}, "auth": token}
+    scope = {"allowedNamespaces": ["t-*"], "keyPrefix": "{namespace}/"}
+    aws_auth = {"secretRef": {"namespace": SYSTEM_NAMESPACE, "name": "aws-keys",
+                              "accessKeyIDKey": "id", "secretAccessKeyKey": "secret"}}  # fmt: skip
+    aws = {"region": "eu-west-1", "endpoint": moto.endpoint, "auth": aws_auth}
+    config = {
+        "secretStores": {
+            "vault-main": {"vault": vault, **scope},
+            "vault-shared": {"vault": vault, **scope},
+            "vault-guarded": {"vault": vault, "allowedNamespaces": ["nobody-*"]},
+            "vault-kv1": {"vault": {**vault, "kv": {"mount": "kv1", "version": 1}}, **scope},
+            "vault-approle": {"vault": {**vault, "auth": {"appRole": {
+                "roleId": role_id, "secretRef": ref("bao-approle", "secret-id")}}}, **scope},
+            "vault-k8s": {"vault": {**vault, "auth": {"kubernetes": {
+                "role": "appinfra", "serviceAccount": "default", "audience": "openbao"}}},
+                **scope},
+            "aws-sm": {"aws": {**aws, "service": "SecretsManager"}, **scope},
+            "aws-ssm": {"aws": {**aws, "service": "ParameterStore"}, "allowedNamespaces": ["t-*"],
+                        "keyPrefix": "/{namespace}/"},
+        },
+        "rateLimit": {"defaultEnforcement": "IngressNginx"},
+    }  # fmt: skip
+    result = Stores(config, bao, moto, workdir / "operator-config.yaml")
+    result.write()
+    return result
+
+
+READ_POLICY = """
+path "secret/data/*" { capabilities = ["read"] }
+path "kv1/*" { capabilities = ["read"] }
+"""
+
+
+@pytest.fixture(scope="session")
+def operator(crds: Cluster, stores: Stores, workdir: Path) -> Iterator[Operator]:
+    """One operator for the session, watching every namespace, logging at debug level
+    (so the leak checks cover every level)."""
+    op = Operator(crds, workdir, "operator", "--verbose")
+    op.process.env.update(
+        {"APPINFRA_CONFIG_POLL_SECONDS": "1", "APPINFRA_BACKOFF_BASE_SECONDS": "1"}
+    )
+    op.start()
     try:
         yield op
     finally:

@@ -192,6 +192,7 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
         return None if wait == float("inf") else Requeue(wait)
 
     key = (namespace, name)
+    interval = duration_seconds(spec.refresh_interval)
     fetched: dict[Fetch, RemoteSecret] = {}
     try:
         for fetch in needed:
@@ -203,6 +204,7 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
                 version=version,
                 namespace=namespace,
                 path_prefix=fetch.key.endswith("/"),
+                max_age=interval / 2 if interval else None,
             )
     except ProviderError as exc:
         remote_gone = isinstance(exc, SecretNotFound) and spec.target.deletion_policy == "Delete"
@@ -262,7 +264,6 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
     FAILURES.reset(key)
     SECRET_SYNC_TOTAL.labels(spec.store, "Synced").inc()
     SECRET_LAST_SUCCESS.labels(namespace, name).set_to_current_time()
-    interval = duration_seconds(spec.refresh_interval)
     jittered = interval * random.uniform(0.9, 1.1) if interval else None
     _status(
         rt,

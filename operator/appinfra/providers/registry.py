@@ -68,8 +68,11 @@ class Providers:
         version: str | None,
         namespace: str,
         path_prefix: bool = False,
+        max_age: float | None = None,
     ) -> RemoteSecret:
         """Read `key` for a binding in `namespace`; version None or "0" means the latest.
+
+        `max_age`: accept a shared result only if it is younger than this (seconds).
 
         Raises UnknownStore, Forbidden (access rules, before any backend call) or whatever
         the provider raises (all ProviderErrors).
@@ -88,6 +91,7 @@ class Providers:
             lambda: provider.fetch(
                 key, version=wanted, namespace=namespace, path_prefix=path_prefix
             ),
+            max_age,
         )
 
     def update(self, config: OperatorConfig) -> None:

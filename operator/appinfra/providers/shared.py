@@ -40,13 +40,25 @@ class SharedReads:
         self._flights: dict[Hashable, _Flight] = {}
         self._last_sweep = clock()
 
-    def get(self, key: Hashable, read: Callable[[], RemoteSecret]) -> RemoteSecret:
-        """The result of `read`, shared with every identical `key` in flight or in the window."""
+    def get(
+        self, key: Hashable, read: Callable[[], RemoteSecret], max_age: float | None = None
+    ) -> RemoteSecret:
+        """The result of `read`, shared with every identical `key` in flight or in the window.
+
+        `max_age` shortens the window for one caller: a binding that refreshes every 10 s
+        must not be served a result read 50 s ago for another binding.
+        """
         with self._lock:
             now = self._clock()
             self._sweep(now)
             flight = self._flights.get(key)
-            leader = flight is None or self._expired(flight, now)
+            leader = (
+                flight is None
+                or self._expired(flight, now)
+                or (
+                    max_age is not None and flight.done.is_set() and now - flight.started >= max_age
+                )
+            )
             if leader:
                 flight = self._flights[key] = _Flight(started=now)
         assert flight is not None

@@ -1,0 +1,134 @@
+{{/* Name of the chart, overridable. */}}
+{{- define "appinfra.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Prefix of every object name: the release name, with the chart name unless it already has it. */}}
+{{- define "appinfra.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Cluster-scoped objects carry the release namespace: several releases (each watching
+     its own namespaces) may share a release name. */}}
+{{- define "appinfra.clusterName" -}}
+{{- printf "%s-%s" (include "appinfra.fullname" .) .Release.Namespace -}}
+{{- end -}}
+
+{{- define "appinfra.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "appinfra.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "appinfra.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "appinfra.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: appinfra
+{{- end -}}
+
+{{- define "appinfra.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "appinfra.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "appinfra.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/*
+RBAC rules for the namespaced resources the operator reads and writes. The same list
+goes into the ClusterRole (cluster-wide mode) or into one Role per watched namespace.
+Each rule names its verbs exactly; no wildcards anywhere.
+*/}}
+{{- define "appinfra.namespacedRules" -}}
+# The four kinds: watch them, add/remove the finalizer, and write status.
+- apiGroups: ["appinfra.dev"]
+  resources: ["serviceprofiles", "secretbindings", "healthpolicies", "ratelimitpolicies"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+- apiGroups: ["appinfra.dev"]
+  resources: ["serviceprofiles/status", "secretbindings/status", "healthpolicies/status", "ratelimitpolicies/status"]
+  verbs: ["get", "patch", "update"]
+# Target Deployments: read, and server-side apply of the operator's fields (never create/delete).
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "patch"]
+# Rendered ConfigMaps and synced Secrets (children); Secrets are also read for store credentials.
+- apiGroups: [""]
+  resources: ["configmaps", "secrets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# ServiceProfile children.
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# RateLimitPolicy targets: annotations on Ingresses; Services are only read.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["ingresses"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "watch"]
+# Events about the resources (kopf posts core/v1 Events; the operator events.k8s.io/v1).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+# Vault kubernetes auth: a TokenRequest for the store's service account.
+- apiGroups: [""]
+  resources: ["serviceaccounts/token"]
+  verbs: ["create"]
+{{- end -}}
+
+{{/* Cluster-scoped reads kopf needs in every mode: resource discovery and namespace scanning. */}}
+{{- define "appinfra.clusterScopedRules" -}}
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get", "list", "watch"]
+{{- end -}}
+
+{{/*
+Credential Secrets named by the secret stores (token, appRole and aws secretRefs), as a
+dict namespace -> list of Secret names. Namespaced mode grants `get` on exactly these
+Secrets in namespaces it does not watch.
+*/}}
+{{- define "appinfra.credentialSecrets" -}}
+{{- $refs := dict -}}
+{{- range $store, $spec := .Values.secretStores -}}
+{{- $candidates := list -}}
+{{- with $spec.vault -}}{{- with .auth -}}
+{{- with .token -}}{{- $candidates = append $candidates .secretRef -}}{{- end -}}
+{{- with .appRole -}}{{- $candidates = append $candidates .secretRef -}}{{- end -}}
+{{- end -}}{{- end -}}
+{{- with $spec.aws -}}{{- with .auth -}}{{- with .secretRef -}}
+{{- $candidates = append $candidates . -}}
+{{- end -}}{{- end -}}{{- end -}}
+{{- range $candidates -}}
+{{- $names := get $refs .namespace | default list -}}
+{{- $_ := set $refs .namespace (append $names .name | uniq) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $refs -}}
+{{- end -}}
