@@ -56,6 +56,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         metrics_port=args.metrics_port,
         health_port=args.health_port,
+        leader_elect=args.leader_elect,
+        lease_namespace=args.lease_namespace,
+        lease_name=args.lease_name,
     )
 
 
@@ -88,6 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--health-port", type=int, default=8080, help="liveness endpoint /healthz port (0: off)"
     )
+    run.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="run as one of several replicas: only the holder of a Lease reconciles",
+    )
+    run.add_argument(
+        "--lease-namespace", default="", help="namespace of the Lease (default: $POD_NAMESPACE)"
+    )
+    run.add_argument("--lease-name", default="appinfra", help="name of the Lease")
     run.set_defaults(func=_cmd_run)
 
     crds = sub.add_parser("crds", help="print the CRD manifests")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -22,6 +23,7 @@ from appinfra.kube.diff import APPLIED_ANNOTATION, up_to_date, with_hash
 from appinfra.kube.resources import BY_KIND, Resource
 from appinfra.kube.workqueue import Requeue, WorkQueue
 from appinfra.observability import events
+from appinfra.observability.logging import reconciling
 from appinfra.observability.metrics import RECONCILE_DURATION, RECONCILE_TOTAL
 from appinfra.providers.registry import Providers
 from appinfra.render.common import MANAGED_BY, OWNER_KIND, OWNER_NAME, Owner
@@ -49,11 +51,18 @@ class Runtime:
     # --- scheduling -------------------------------------------------------
 
     def register(self, kind: str, reconcile: ReconcileFn, workers: int) -> None:
+        def in_context(namespace: str, name: str) -> Requeue | None:
+            with reconciling(kind, namespace, name):
+                started = time.monotonic()
+                result = reconcile(self, namespace, name)
+                log.debug("reconciled in %.3fs", time.monotonic() - started)
+                return result
+
         async def run(key: Hashable) -> Requeue | None:
             namespace, name = cast(Key, key)
             with RECONCILE_DURATION.labels(kind).time():
                 try:
-                    result = await asyncio.to_thread(reconcile, self, namespace, name)
+                    result = await asyncio.to_thread(in_context, namespace, name)
                 except Exception:
                     RECONCILE_TOTAL.labels(kind, "error").inc()
                     raise

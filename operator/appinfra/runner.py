@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 
 import kopf
 from prometheus_client import start_http_server
+
+from appinfra.leader import LeaseConfig
+from appinfra.observability.logging import configure as configure_logging
 
 log = logging.getLogger("appinfra")
 
@@ -20,16 +24,23 @@ def run_operator(
     verbose: bool,
     metrics_port: int = 8081,
     health_port: int = 8080,
+    leader_elect: bool = False,
+    lease_namespace: str = "",
+    lease_name: str = "appinfra",
 ) -> int:
     """Run until SIGTERM/SIGINT. Returns the process exit code."""
-    kopf.configure(
-        verbose=verbose,
-        log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
-    )
+    configure_logging(log_format, verbose)
     # Importing the package registers every kind's handlers with kopf's default registry.
-    import appinfra.handlers  # noqa: F401
+    from appinfra.handlers import watches
 
     os.environ["APPINFRA_CONFIG"] = config_path
+    if leader_elect:
+        identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+        watches.State.lease = LeaseConfig(
+            namespace=lease_namespace or os.environ.get("POD_NAMESPACE") or "default",
+            name=lease_name,
+            identity=identity,
+        )
     if metrics_port:
         start_http_server(metrics_port)
     clusterwide = all_namespaces or not namespaces
@@ -42,5 +53,7 @@ def run_operator(
         namespaces=[] if clusterwide else namespaces,
         standalone=True,
         liveness_endpoint=f"http://0.0.0.0:{health_port}/healthz" if health_port else None,
+        stop_flag=watches.State.stop,
     )
-    return 0
+    # Stopped because leadership was lost: exit non-zero so the pod restarts as a standby.
+    return 1 if watches.State.lost_leadership else 0

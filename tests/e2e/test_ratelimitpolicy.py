@@ -75,7 +75,8 @@ def test_ingress_nginx_annotations_and_partial_enforcement(
 
     # Only an expressible limit left: fully enforced, in requests per minute.
     apply(cluster, policy(namespace, "shop", enforcement="IngressNginx",
-                          limits={"default": {"requests": 30, "unit": "Minute"}}))  # fmt: skip
+                          limits={"default": {"requests": 30, "unit": "Minute",
+                                                "by": {"clientIP": {}}}}))  # fmt: skip
     wait_condition(cluster, RLP, namespace, "shop", "Enforced", "True", "Enforced")
     annotations = get(cluster, "ingress", namespace, "shop")["metadata"]["annotations"]  # type: ignore[index]
     assert annotations[NGINX + "limit-rpm"] == "30"

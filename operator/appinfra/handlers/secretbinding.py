@@ -243,6 +243,7 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
         return Requeue(FAILURES.next_delay(key))
     digest = secret_hmac(data, written["metadata"]["uid"])
     if changed:
+        log.info("Secret %s updated (%d keys)", secret_name, len(data))
         rt.event(body, "Synced", f"Secret {secret_name} updated ({len(data)} keys)")
 
     ready = Condition("Ready", True, "Synced", f"Secret {secret_name} holds {len(data)} keys")

@@ -121,7 +121,9 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
         raise
 
     if changed or deleted:
-        rt.event(body, "Applied", describe_changes(changed, deleted))
+        summary = describe_changes(changed, deleted)
+        log.info("%s", summary)
+        rt.event(body, "Applied", summary)
     rt.write_status(
         SERVICEPROFILE,
         body,

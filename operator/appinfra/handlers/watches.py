@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import random
+import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,7 +42,8 @@ from appinfra.kube.resources import (
     VERSION,
     Resource,
 )
-from appinfra.observability.metrics import MANAGED_OBJECTS
+from appinfra.leader import LeaderElector, LeaseConfig
+from appinfra.observability.metrics import LEADER, MANAGED_OBJECTS
 from appinfra.providers.registry import Providers
 from appinfra.render.common import MANAGED_SELECTOR, OWNER_KIND, OWNER_NAME
 
@@ -83,6 +85,10 @@ class _State:
     )
     target_of: dict[tuple[str, str, str], Target] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    lease: LeaseConfig | None = None  # set: only the Lease holder runs the workers
+    elector: LeaderElector | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    lost_leadership: bool = False
 
 
 State = _State()
@@ -99,8 +105,6 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     for res in CHILDREN:
         settings.watching.label_selectors[res.group, res.plural] = MANAGED_SELECTOR
     settings.posting.enabled = False  # our Events are posted by observability/events.py
-    # kopf logs every handled watch event at INFO; at thousands of objects that is noise.
-    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     settings.watching.server_timeout = 300
     api = await asyncio.to_thread(load_api_client)
     kube = Kube(api)
@@ -124,11 +128,30 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=WORKERS))
     for kind, fn in RECONCILERS.items():
         rt.register(kind, fn, workers=WORKERS)
-        rt.queues[kind].start()
     State.rt = rt
+    if State.lease is None:
+        _start_workers(rt)
+    else:
+        # Standby until elected: watches keep the cache warm and keys queue up.
+        State.elector = LeaderElector(kube, State.lease)
+
+        async def started() -> None:
+            _start_workers(rt)
+
+        async def stopped() -> None:
+            State.lost_leadership = True
+            State.stop.set()
+
+        State.tasks.append(asyncio.create_task(State.elector.run(started, stopped)))
     State.tasks.append(asyncio.create_task(_resync_forever(rt)))
     State.tasks.append(asyncio.create_task(_watch_config(config)))
     log.info("appinfra started: %d workers, resync every %.0fs", WORKERS, RESYNC_SECONDS)
+
+
+def _start_workers(rt: Runtime) -> None:
+    LEADER.set(1)  # the active replica: elected, or the only one
+    for queue in rt.queues.values():
+        queue.start()
 
 
 @kopf.on.cleanup()
@@ -137,6 +160,11 @@ async def stop(**_: Any) -> None:
         task.cancel()
     if State.rt is not None:
         await asyncio.gather(*(q.stop() for q in State.rt.queues.values()))
+    if State.elector is not None:
+        await asyncio.to_thread(State.elector.release)
+    # kopf waits for a threading.Event stop flag in an executor thread: set it so that
+    # thread ends and the process can exit.
+    State.stop.set()
 
 
 async def _resync_forever(rt: Runtime) -> None:

@@ -34,3 +34,4 @@ BACKEND_REQUESTS = Counter(
     "Requests sent to secret stores, by store, operation and outcome (ok or an error reason).",
     ["store", "operation", "status"],
 )
+LEADER = Gauge("appinfra_leader", "1 on the replica that holds the leader lease, else 0.")

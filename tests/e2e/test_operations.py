@@ -1,0 +1,158 @@
+"""What operators of appinfra see: metrics, structured logs, leader election."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.conftest import Operator, Stores
+from tests.support.kube import Cluster
+from tests.support.objects import apply, deployment, wait_condition
+from tests.support.servers import wait_until
+
+
+def profile(namespace: str, name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "appinfra.dev/v1alpha1",
+        "kind": "ServiceProfile",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "targetRef": {"kind": "Deployment", "name": name},
+            "config": {"data": {"A": "1"}},
+            "disruption": {"minAvailable": 1},
+        },
+    }
+
+
+def sample(metrics: str, metric: str, **labels: str) -> float | None:
+    """The value of one sample, matching every given label (None if absent)."""
+    for line in metrics.splitlines():
+        if not line.startswith(metric + "{") and not line.startswith(metric + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_metrics_are_exported(
+    cluster: Cluster, operator: Operator, stores: Stores, namespace: str
+) -> None:
+    apply(cluster, deployment(namespace, "m"), profile(namespace, "m"))
+    wait_condition(cluster, "serviceprofile", namespace, "m", "Ready", "True")
+    stores.bao.secrets.kv.v2.create_or_update_secret(
+        path=f"{namespace}/m", secret={"v": "1"}, mount_point="secret"
+    )
+    binding = {
+        "apiVersion": "appinfra.dev/v1alpha1",
+        "kind": "SecretBinding",
+        "metadata": {"name": "m", "namespace": namespace},
+        "spec": {"store": "vault-main",
+                 "data": [{"secretKey": "V", "remoteRef": {"key": f"{namespace}/m"}}]},
+    }  # fmt: skip
+    apply(cluster, binding)
+    wait_condition(cluster, "secretbinding", namespace, "m", "Ready", "True")
+
+    text = operator.metrics()
+    assert (
+        sample(text, "appinfra_reconcile_total", kind="ServiceProfile", result="success") or 0
+    ) >= 1
+    assert sample(text, "appinfra_reconcile_duration_seconds_count", kind="ServiceProfile")
+    assert sample(
+        text, "appinfra_reconcile_duration_seconds_bucket", kind="SecretBinding", le="+Inf"
+    )
+    assert (sample(text, "appinfra_managed_objects", kind="ServiceProfile") or 0) >= 1
+    assert (
+        sample(text, "appinfra_secret_sync_total", store="vault-main", result="Synced") or 0
+    ) >= 1
+    last = sample(
+        text, "appinfra_secret_last_success_timestamp_seconds", namespace=namespace, name="m"
+    )
+    assert last is not None and abs(last - time.time()) < 300
+    assert sample(text, "appinfra_backend_requests_total", store="vault-main",
+                  operation="get_secret", status="ok")  # fmt: skip
+    assert sample(text, "appinfra_leader") == 1  # the only replica is the active one
+
+
+def test_json_logs_carry_the_reconciled_object(
+    cluster: Cluster, crds: Cluster, stores: Stores, namespace: str, workdir: Path
+) -> None:
+    op = Operator(cluster, workdir, f"operator-json-{namespace}", "--namespace", namespace,
+                  "--log-format", "json", "--verbose")  # fmt: skip
+    op.process.argv.remove("--all-namespaces")
+    op.start()
+    try:
+        apply(cluster, deployment(namespace, "j"), profile(namespace, "j"))
+        wait_condition(cluster, "serviceprofile", namespace, "j", "Ready", "True")
+        time.sleep(1)
+    finally:
+        op.stop()
+    lines = [line for line in op.process.log_path.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert all({"time", "level", "message"} <= r.keys() for r in records)
+    applied = [
+        r for r in records if r.get("kind") == "ServiceProfile" and "applied" in r["message"]
+    ]
+    assert applied, lines[-20:]
+    assert applied[0]["namespace"] == namespace and applied[0]["name"] == "j"
+    assert len(applied[0]["reconcileID"]) == 12
+
+
+def _writes(op: Operator) -> float:
+    total = 0.0
+    for line in op.metrics().splitlines():
+        ours = line.startswith("appinfra_api_requests_total{")
+        if (
+            ours
+            and 'resource="leases"' not in line
+            and any(f'verb="{v}"' in line for v in ("POST", "PUT", "PATCH", "DELETE"))
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _elected(cluster: Cluster, workdir: Path, namespace: str, name: str) -> Operator:
+    op = Operator(cluster, workdir, f"{name}-{namespace}", "--namespace", namespace,
+                  "--leader-elect", "--lease-namespace", namespace)  # fmt: skip
+    op.process.argv.remove("--all-namespaces")
+    op.process.env["POD_NAME"] = name
+    return op.start()
+
+
+def test_leader_election_hands_over_on_kill_and_on_sigterm(
+    cluster: Cluster, crds: Cluster, stores: Stores, namespace: str, workdir: Path
+) -> None:
+    first = _elected(cluster, workdir, namespace, "replica-a")
+    wait_until(lambda: sample(first.metrics(), "appinfra_leader") == 1, 30, "a leader")
+    second = _elected(cluster, workdir, namespace, "replica-b")
+    try:
+        apply(cluster, deployment(namespace, "e1"), profile(namespace, "e1"))
+        time.sleep(5)
+        assert sample(second.metrics(), "appinfra_leader") == 0
+        assert _writes(second) == 0  # the standby writes nothing
+        lease = cluster.kubectl_json("-n", namespace, "get", "lease", "appinfra")
+        assert lease["spec"]["holderIdentity"] == "replica-a"
+
+        # SIGKILL: no release; the standby takes over once the lease expires (15 s).
+        first.process.kill()
+        killed = time.monotonic()
+        wait_until(lambda: sample(second.metrics(), "appinfra_leader") == 1, 30, "takeover")
+        assert time.monotonic() - killed < 15 + 2 * 2 + 3  # duration + two retry periods
+        apply(cluster, deployment(namespace, "e2"), profile(namespace, "e2"))
+        wait_condition(cluster, "serviceprofile", namespace, "e2", "Ready", "True", timeout=30)
+
+        # SIGTERM: the holder releases at once; a new replica takes over in a retry period.
+        third = _elected(cluster, workdir, namespace, "replica-c")
+        time.sleep(3)
+        assert sample(third.metrics(), "appinfra_leader") == 0
+        stopped = time.monotonic()
+        assert second.process.stop() == 0
+        wait_until(lambda: sample(third.metrics(), "appinfra_leader") == 1, 15, "fast takeover")
+        assert time.monotonic() - stopped < 8
+        lease = cluster.kubectl_json("-n", namespace, "get", "lease", "appinfra")
+        assert lease["spec"]["holderIdentity"] == "replica-c"
+        third.stop()
+    finally:
+        for op in (first, second):
+            op.stop()
