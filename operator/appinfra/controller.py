@@ -21,6 +21,7 @@ from appinfra.kube.client import Kube, Obj
 from appinfra.kube.conditions import Condition, merge_conditions
 from appinfra.kube.diff import APPLIED_ANNOTATION, up_to_date, with_hash
 from appinfra.kube.resources import BY_KIND, Resource
+from appinfra.kube.targets import TargetIndex
 from appinfra.kube.workqueue import Requeue, WorkQueue
 from appinfra.observability import events
 from appinfra.observability.logging import reconciling
@@ -46,6 +47,7 @@ class Runtime:
     providers: Providers
     config: OperatorConfig = field(default_factory=OperatorConfig)
     store: Store = field(default_factory=Store)
+    targets: TargetIndex = field(default_factory=TargetIndex)
     queues: dict[str, WorkQueue] = field(default_factory=dict)
 
     # --- scheduling -------------------------------------------------------
@@ -118,7 +120,7 @@ class Runtime:
             assert live is not None
             return live, False
         out = self.kube.apply(res, intent, manager)
-        self.store.upsert(res, out)  # write-through: the next reconcile sees it at once
+        self.store.write_through(res, out)  # write-through: the next reconcile sees it at once
         return out, True
 
     def release(self, res: Resource, namespace: str, name: str, manager: str) -> None:
@@ -135,7 +137,7 @@ class Runtime:
             "metadata": {"name": name, "namespace": namespace},
         }
         out = self.kube.apply(res, empty, manager)
-        self.store.upsert(res, out)
+        self.store.write_through(res, out)
 
     def prune(self, owner: Owner, kinds: Iterable[Resource], keep: Iterable[Obj]) -> list[str]:
         """Delete children of `owner` that are no longer rendered. Returns what went."""
@@ -163,7 +165,7 @@ class Runtime:
             }
         }
         out = self.kube.merge_patch(res, meta["namespace"], meta["name"], patch)
-        self.store.upsert(res, out)
+        self.store.write_through(res, out)
         return out
 
     def remove_finalizer(self, res: Resource, body: Obj) -> None:
@@ -194,23 +196,19 @@ class Runtime:
         out = self.kube.merge_patch(
             res, meta["namespace"], meta["name"], {"status": new}, subresource="status"
         )
-        self.store.upsert(res, out)
+        self.store.write_through(res, out)
         return True
 
     # --- conflicts ----------------------------------------------------------
 
-    def winner(self, res: Resource, body: Obj, same_target: Callable[[Obj], bool]) -> Obj:
-        """The effective resource for a target: the oldest, ties broken by name."""
+    def winner(self, res: Resource, body: Obj) -> Obj:
+        """The effective resource for its target: the oldest, ties broken by name."""
         namespace = body["metadata"]["namespace"]
-        rivals = self.store.select(
-            res,
-            lambda o: (
-                o["metadata"].get("namespace") == namespace
-                and not o["metadata"].get("deletionTimestamp")
-                and same_target(o)
-            ),
-        )
-        rivals.append(body)
+        rivals = [body]
+        for _, name in self.targets.attached((namespace, *target_key(body)[1:]), res.kind):
+            rival = self.store.get(res, namespace, name)
+            if rival is not None and not rival["metadata"].get("deletionTimestamp"):
+                rivals.append(rival)
         return min(
             rivals,
             key=lambda o: (o["metadata"].get("creationTimestamp", ""), o["metadata"]["name"]),
@@ -232,7 +230,7 @@ class Runtime:
     def rival_message(self, res: Resource, body: Obj) -> str | None:
         """None if `body` is the effective resource for its target, else why it is not."""
         target = target_key(body)
-        winner = self.winner(res, body, lambda o: target_key(o) == target)
+        winner = self.winner(res, body)
         if winner["metadata"]["name"] == body["metadata"]["name"]:
             return None
         return (

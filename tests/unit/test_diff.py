@@ -50,3 +50,19 @@ def test_per_manager_annotation() -> None:
     intent = with_hash({"metadata": {"name": "d"}}, "appinfra.dev/applied-x")
     assert "appinfra.dev/applied-x" in intent["metadata"]["annotations"]
     assert APPLIED_ANNOTATION not in intent["metadata"]["annotations"]
+
+
+def test_target_index_tracks_moves_and_deletions() -> None:
+    from appinfra.kube.targets import TargetIndex
+
+    index = TargetIndex()
+    a = ("ns", "Deployment", "a")
+    b = ("ns", "Deployment", "b")
+    assert index.set("ServiceProfile", "ns", "p", a) is None
+    index.set("HealthPolicy", "ns", "h", a)
+    assert index.attached(a) == [("HealthPolicy", "h"), ("ServiceProfile", "p")]
+    assert index.attached(a, "ServiceProfile") == [("ServiceProfile", "p")]
+    assert index.set("ServiceProfile", "ns", "p", b) == a
+    assert index.attached(a) == [("HealthPolicy", "h")]
+    assert index.set("ServiceProfile", "ns", "p", None) == b
+    assert index.attached(b) == []

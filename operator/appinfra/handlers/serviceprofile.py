@@ -142,22 +142,21 @@ def _finalize(rt: Runtime, body: Obj) -> None:
     rt.release_target(SERVICEPROFILE, body, DEPLOYMENT, target_key(body)[2])
 
 
-ATTACHABLE = (("HealthPolicy", HEALTHPOLICY), ("RateLimitPolicy", RATELIMITPOLICY),
-              ("SecretBinding", SECRETBINDING))  # fmt: skip
+ATTACHABLE = {"HealthPolicy": HEALTHPOLICY, "RateLimitPolicy": RATELIMITPOLICY,
+              "SecretBinding": SECRETBINDING}  # fmt: skip
 
 
 def _attached_policies(rt: Runtime, namespace: str, deployment: str) -> list[dict[str, str]]:
     """The other appinfra resources on the same Deployment, with their Ready state."""
-    target = ("apps", "Deployment", deployment)
     out = []
-    for kind, res in ATTACHABLE:
-        for obj in rt.store.select(
-            res, lambda o: o["metadata"]["namespace"] == namespace and target_key(o) == target
-        ):
-            ready = next(
-                (c.get("status", "Unknown") for c in (obj.get("status") or {}).get("conditions", [])
-                 if c.get("type") == "Ready"),
-                "Unknown",
-            )  # fmt: skip
-            out.append({"kind": kind, "name": obj["metadata"]["name"], "ready": ready})
-    return sorted(out, key=lambda p: (p["kind"], p["name"]))
+    for kind, name in rt.targets.attached((namespace, "Deployment", deployment)):
+        res = ATTACHABLE.get(kind)
+        obj = rt.store.get(res, namespace, name) if res else None
+        if obj is None or obj["spec"].get("targetRef", {}).get("group", "apps") != "apps":
+            continue
+        conditions = (obj.get("status") or {}).get("conditions", [])
+        ready = next(
+            (c.get("status", "Unknown") for c in conditions if c.get("type") == "Ready"), "Unknown"
+        )
+        out.append({"kind": kind, "name": name, "ready": ready})
+    return out

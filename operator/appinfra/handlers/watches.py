@@ -13,7 +13,6 @@ import logging
 import os
 import random
 import threading
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -72,18 +71,11 @@ FOLLOWS_TARGET_STATUS = {"HealthPolicy"}
 CHILDREN = (CONFIGMAP, HPA, NETWORKPOLICY, PDB, SECRET)
 
 
-Target = tuple[str, str, str]  # (namespace, kind, name)
-
-
 @dataclass
 class _State:
     """The process-wide runtime plus a reverse index: target -> resources naming it."""
 
     rt: Runtime | None = None
-    by_target: defaultdict[Target, set[tuple[str, str]]] = field(
-        default_factory=lambda: defaultdict(set)
-    )
-    target_of: dict[tuple[str, str, str], Target] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     lease: LeaseConfig | None = None  # set: only the Lease holder runs the workers
     elector: LeaderElector | None = None
@@ -190,7 +182,6 @@ def _on_policy_event(kind: str, res: Resource, event: kopf.RawEvent) -> None:
     obj = cast(dict[str, Any], event["object"])
     meta = obj["metadata"]
     ns, name = meta["namespace"], meta["name"]
-    key = (kind, ns, name)
     if event["type"] == "DELETED":
         rt.store.remove(res, ns, name)
     else:
@@ -199,24 +190,17 @@ def _on_policy_event(kind: str, res: Resource, event: kopf.RawEvent) -> None:
 
     # Keep the target index current; a change of target or a deletion may hand the
     # target to a rival that was Conflicted, so those are reconciled too.
-    new_target = None if event["type"] == "DELETED" else (ns, *target_key(obj)[1:])
-    old_target = State.target_of.get(key)
+    gone = event["type"] == "DELETED"
+    new_target = None if gone else (ns, *target_key(obj)[1:])
+    old_target = rt.targets.set(kind, ns, name, new_target)
+    if old_target is not None and (old_target != new_target or meta.get("deletionTimestamp")):
+        for rival_kind, rival in rt.targets.attached(old_target):
+            rt.enqueue(rival_kind, ns, rival)
     if kind != "ServiceProfile":
         # The profile on the same Deployment lists this policy in status.policies.
         for target in {old_target, new_target} - {None}:
-            for other, profile in list(State.by_target.get(target, ())):  # type: ignore[arg-type]
-                if other == "ServiceProfile":
-                    rt.enqueue(other, ns, profile)
-    if old_target != new_target or meta.get("deletionTimestamp"):
-        if old_target is not None:
-            State.by_target[old_target].discard((kind, name))
-            for rival_kind, rival in list(State.by_target[old_target]):
-                rt.enqueue(rival_kind, ns, rival)
-        if new_target is not None:
-            State.by_target[new_target].add((kind, name))
-            State.target_of[key] = new_target
-        else:
-            State.target_of.pop(key, None)
+            for _, profile in rt.targets.attached(target, "ServiceProfile"):  # type: ignore[arg-type]
+                rt.enqueue("ServiceProfile", ns, profile)
     rt.enqueue(kind, ns, name)
 
 
@@ -265,7 +249,7 @@ def _on_target_event(res: Resource, event: kopf.RawEvent) -> None:
     else:
         rt.store.upsert(res, obj)
     meaningful = event["type"] == "DELETED" or _meaningful_change(old, obj)
-    for kind, policy in list(State.by_target.get((ns, res.kind, name), ())):
+    for kind, policy in rt.targets.attached((ns, res.kind, name)):
         if meaningful or kind in FOLLOWS_TARGET_STATUS:
             rt.enqueue(kind, ns, policy)
 
