@@ -7,7 +7,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv controlplane cluster run test test-unit test-e2e lint format crds clean
+.PHONY: help venv controlplane helm cluster run test test-unit test-e2e lint format crds bench kind-up clean
 
 help:
 	@echo "make run        the operator against the current kube context (or a local control plane)"
@@ -16,7 +16,10 @@ help:
 	@echo "make test-e2e   e2e tests only"
 	@echo "make lint       ruff + mypy"
 	@echo "make cluster    run the local control plane in the foreground"
-	@echo "make crds       regenerate crds/ from the API models"
+	@echo "make crds       regenerate crds/ (and the chart's copy) from the API models"
+	@echo "make helm       build bin/helm from its Go module (used by the chart tests)"
+	@echo "make bench      benchmarks (not part of make test; about 20 minutes)"
+	@echo "make kind-up    a kind cluster with the chart and the examples (needs Docker)"
 
 # The venv is rebuilt when the dependency lock changes.
 $(STAMP): pyproject.toml uv.lock hack/venv.sh
@@ -29,6 +32,10 @@ venv: $(STAMP)
 controlplane:
 	hack/build-controlplane.sh
 
+# hack/build-helm.sh skips the build when bin/helm is at the pinned version.
+helm:
+	hack/build-helm.sh
+
 cluster: controlplane
 	hack/cluster.sh
 
@@ -37,6 +44,7 @@ run: venv controlplane
 
 crds: venv
 	$(VENV)/bin/python -m appinfra.api.crds crds/
+	cp crds/*.yaml charts/appinfra/crds/
 
 lint: venv
 	$(VENV)/bin/ruff check operator tests
@@ -47,15 +55,21 @@ format: venv
 	$(VENV)/bin/ruff check --fix operator tests
 	$(VENV)/bin/ruff format operator tests
 
-test-unit: venv
+test-unit: venv helm
 	hack/pytest.sh tests/unit $(PYTEST_ARGS)
 
-test-e2e: venv controlplane
+test-e2e: venv controlplane helm
 	hack/pytest.sh tests/e2e $(PYTEST_ARGS)
 
 # One pytest run for everything, so the summary line counts every test.
-test: lint controlplane
+test: lint controlplane helm
 	hack/pytest.sh tests $(PYTEST_ARGS)
+
+bench: venv controlplane
+	$(VENV)/bin/python bench/run.py
+
+kind-up: venv
+	hack/kind-up.sh
 
 clean:
 	rm -rf $(VENV) bin .pytest_cache .mypy_cache .ruff_cache .tmp

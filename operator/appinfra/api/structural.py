@@ -83,9 +83,13 @@ class _Converter:
                 elif isinstance(value, dict):
                     out[key] = self.convert(value, f"{where}{{}}")
             elif key == "properties":
-                out[key] = {
-                    name: self.convert(sub, f"{where}.{name}") for name, sub in value.items()
-                }
+                # An empty map is dropped by the API server when it stores the CRD; emitting
+                # it would make the stored CRD differ from the applied one, and a second
+                # server-side-apply manager (helm after kubectl, Argo CD) would conflict.
+                if value:
+                    out[key] = {
+                        name: self.convert(sub, f"{where}.{name}") for name, sub in value.items()
+                    }
             elif key == "items":
                 out[key] = self.convert(value, f"{where}[]")
             elif key == "const":

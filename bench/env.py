@@ -1,0 +1,217 @@
+"""The servers the bench runs (the same classes the e2e tests use), the machine it runs on,
+and the operator's memory as the kernel reports it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import secrets
+import subprocess
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import hvac
+import yaml
+from tests.e2e.conftest import ControlPlane, Operator
+from tests.support.kube import Cluster
+from tests.support.servers import REPO, ServerProcess, free_port, http_ok, tool
+
+SYSTEM_NAMESPACE = "appinfra-system"
+STORE = "bench-vault"
+
+
+class Processes:
+    """Everything the bench started, stopped in reverse order (also on errors and Ctrl-C)."""
+
+    def __init__(self) -> None:
+        self.started: list[ServerProcess] = []
+        self.others: list[subprocess.Popen[bytes]] = []
+
+    def add(self, proc: ServerProcess) -> ServerProcess:
+        self.started.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for popen in reversed(self.others):
+            if popen.poll() is None:
+                popen.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    popen.wait(10)
+                if popen.poll() is None:
+                    popen.kill()
+                    popen.wait(10)
+        for proc in reversed(self.started):
+            with contextlib.suppress(Exception):
+                proc.stop()
+
+
+def start_controlplane(workdir: Path, procs: Processes) -> tuple[ControlPlane, Cluster]:
+    plane = ControlPlane(workdir)
+    try:
+        plane.start()
+    finally:
+        if plane.process is not None:
+            procs.add(plane.process)
+    return plane, Cluster(plane.kubeconfig)
+
+
+def install_crds(cluster: Cluster) -> None:
+    crds = str(REPO / "crds")
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", crds)
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", crds)
+
+
+@dataclass
+class OpenBao:
+    address: str
+    token: str
+    process: ServerProcess
+
+    def client(self) -> hvac.Client:
+        return hvac.Client(url=self.address, token=self.token)
+
+
+def start_openbao(workdir: Path, procs: Processes) -> OpenBao:
+    port = free_port()
+    token = secrets.token_hex(16)
+    home = workdir / "openbao"
+    home.mkdir(parents=True, exist_ok=True)
+    address = f"http://127.0.0.1:{port}"
+    proc = procs.add(
+        ServerProcess(
+            "openbao",
+            [tool("bao"), "server", "-dev", f"-dev-root-token-id={token}",
+             f"-dev-listen-address=127.0.0.1:{port}"],
+            home,
+            env={"HOME": str(home), "BAO_ADDR": address},
+        )
+    )  # fmt: skip
+    proc.start()
+    proc.wait_ready(lambda: http_ok(f"{address}/v1/sys/health"), 60)
+    return OpenBao(address, token, proc)
+
+
+def operator_config(bao: OpenBao, namespaces_glob: str) -> dict[str, Any]:
+    """One OpenBao store with token auth; the token comes from a Secret, as in production."""
+    token_ref = {"namespace": SYSTEM_NAMESPACE, "name": "bao-token", "key": "token"}
+    vault = {
+        "address": bao.address,
+        "kv": {"mount": "secret", "version": 2},
+        "auth": {"token": {"secretRef": token_ref}},
+    }
+    return {
+        "secretStores": {
+            STORE: {"vault": vault, "allowedNamespaces": [namespaces_glob],
+                    "keyPrefix": "{namespace}/"},
+        },
+        "rateLimit": {"defaultEnforcement": "IngressNginx"},
+    }  # fmt: skip
+
+
+def write_operator_config(workdir: Path, config: dict[str, Any]) -> None:
+    # The path the e2e Operator class passes to --config.
+    (workdir / "operator-config.yaml").write_text(yaml.safe_dump(config))
+
+
+class BenchOperator:
+    """`appinfra run` through the e2e harness's Operator class, with the bench's env."""
+
+    def __init__(self, cluster: Cluster, workdir: Path, procs: Processes, name: str, **env: str):
+        self.op = Operator(cluster, workdir, name)
+        self.op.process.env.update(env)
+        self.procs = procs
+        self.started_at = 0.0
+        self.ready_at = 0.0
+
+    @property
+    def pid(self) -> int:
+        assert self.op.process.proc is not None
+        return self.op.process.proc.pid
+
+    @property
+    def metrics_port(self) -> int:
+        return self.op.metrics_port
+
+    def spawn(self) -> BenchOperator:
+        """Start without waiting (the cold-start clock starts here)."""
+        self.procs.add(self.op.process)
+        self.started_at = time.monotonic()
+        self.op.process.start()
+        return self
+
+    def healthy(self) -> bool:
+        if not self.op.process.running():
+            raise RuntimeError(f"operator exited; log:\n{self.op.process.log_tail()}")
+        try:
+            ok = http_ok(f"http://127.0.0.1:{self.op.health_port}/healthz")
+        except OSError:  # not listening yet
+            return False
+        if ok and not self.ready_at:
+            self.ready_at = time.monotonic()
+        return ok
+
+    def wait_healthy(self, timeout: float = 60) -> BenchOperator:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.healthy():
+                return self
+            time.sleep(0.1)
+        raise TimeoutError(f"operator not healthy after {timeout:.0f}s")
+
+    def memory(self) -> dict[str, float]:
+        """VmHWM (peak RSS) and VmRSS in MiB, from /proc/<pid>/status."""
+        out = {}
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmHWM", "VmRSS"):
+                out[key] = int(value.split()[0]) / 1024
+        return out
+
+    def log_tail(self, lines: int = 40) -> str:
+        return self.op.process.log_tail(lines)
+
+    def stop(self) -> None:
+        self.op.stop()
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    mem_kib = 0
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    try:
+        versions = subprocess.run(
+            [tool("controlplane"), "version"], capture_output=True, text=True, timeout=30
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        versions = f"unknown ({exc})"
+
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "kubernetes_client": version("kubernetes"),
+        "kopf": version("kopf"),
+        "appinfra": version("appinfra"),
+        "controlplane": dict(line.split(" ", 1) for line in versions.splitlines() if " " in line),
+    }
