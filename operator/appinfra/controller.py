@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from appinfra.api.operatorconfig import OperatorConfig
 from appinfra.kube.cache import Store
-from appinfra.kube.client import Kube, Obj
+from appinfra.kube.client import Kube, KubeError, Obj
 from appinfra.kube.conditions import Condition, merge_conditions
 from appinfra.kube.diff import APPLIED_ANNOTATION, up_to_date, with_hash
 from appinfra.kube.resources import BY_KIND, Resource
@@ -56,7 +56,16 @@ class Runtime:
         def in_context(namespace: str, name: str) -> Requeue | None:
             with reconciling(kind, namespace, name):
                 started = time.monotonic()
-                result = reconcile(self, namespace, name)
+                try:
+                    result = reconcile(self, namespace, name)
+                except Exception as exc:
+                    # Logged here, inside the context, so the line names the resource.
+                    if isinstance(exc, KubeError):
+                        log.warning("reconcile failed, will retry: %s", exc)
+                        self._report_api_error(kind, namespace, name, exc)
+                    else:
+                        log.exception("reconcile failed, will retry")
+                    raise
                 log.debug("reconciled in %.3fs", time.monotonic() - started)
                 return result
 
@@ -72,6 +81,21 @@ class Runtime:
             return result
 
         self.queues[kind] = WorkQueue(run, workers=workers)
+
+    def _report_api_error(self, kind: str, namespace: str, name: str, exc: KubeError) -> None:
+        """Make an API refusal visible on the resource (best effort: it may be the
+        status write itself that is refused). Conflicts are routine and only retried."""
+        if exc.conflict:
+            return
+        res = BY_KIND[kind]
+        body = self.store.get(res, namespace, name)
+        if body is None:
+            return
+        message = f"the API server refused a request, retrying: {exc}"
+        try:
+            self.write_status(res, body, [Condition("Ready", False, "APIError", message)])
+        except KubeError as again:
+            log.warning("could not report the failure in status either: %s", again)
 
     def enqueue(self, kind: str, namespace: str, name: str, after: float = 0) -> None:
         queue = self.queues.get(kind)

@@ -9,6 +9,7 @@ import (
 	kubectlutil "k8s.io/kubectl/pkg/cmd/util"
 	apiserverapp "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	kcmapp "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	schedulerapp "k8s.io/kubernetes/cmd/kube-scheduler/app"
 
 	// The same side-effect imports as the upstream cmd/* mains, so the
 	// components behave like the released binaries.
@@ -19,8 +20,8 @@ import (
 	_ "time/tzdata"                                       // CronJob time zones
 )
 
-// The three functions below mirror k8s.io/kubernetes/cmd/{kube-apiserver,
-// kube-controller-manager,kubectl}/*.go. Each runs in its own process (see
+// The functions below mirror k8s.io/kubernetes/cmd/{kube-apiserver,
+// kube-controller-manager,kube-scheduler,kubectl}/*.go. Each runs in its own process (see
 // main.go), so the components' global state never meets.
 
 func runAPIServer(args []string) int {
@@ -31,6 +32,12 @@ func runAPIServer(args []string) int {
 
 func runControllerManager(args []string) int {
 	command := kcmapp.NewControllerManagerCommand()
+	command.SetArgs(args)
+	return cli.Run(command)
+}
+
+func runScheduler(args []string) int {
+	command := schedulerapp.NewSchedulerCommand()
 	command.SetArgs(args)
 	return cli.Run(command)
 }

@@ -1,12 +1,15 @@
 // Command controlplane runs a real, local Kubernetes control plane (etcd,
-// kube-apiserver, kube-controller-manager) on loopback for tests, without
-// Docker and without any fake components.
+// kube-apiserver, kube-controller-manager, kube-scheduler) on loopback for
+// tests, without Docker. The only simulated part is the nodes: a small
+// controller ("nodes") registers Node objects and plays kubelet for the Pods
+// bound to them, without running any container.
 //
 // The Kubernetes components keep process-global state (pflag/klog flag sets,
 // the legacy metrics registry, feature gates), so they cannot share one
 // process. Everything therefore lives in a single binary with subcommands:
 // `up` is a supervisor that runs etcd in-process and re-executes this same
-// binary as `kube-apiserver` and `kube-controller-manager` child processes.
+// binary as `kube-apiserver`, `kube-controller-manager`, `kube-scheduler` and
+// `nodes` child processes.
 package main
 
 import (
@@ -19,9 +22,12 @@ import (
 const usage = `usage: controlplane <command> [flags]
 
 commands:
-  up                       run etcd + kube-apiserver + kube-controller-manager until SIGTERM/SIGINT
+  up                       run etcd + kube-apiserver + kube-controller-manager + kube-scheduler
+                           + simulated nodes until SIGTERM/SIGINT
   kube-apiserver ...       run kube-apiserver (used by "up"; flags are kube-apiserver's own)
   kube-controller-manager  run kube-controller-manager (used by "up"; flags are its own)
+  kube-scheduler ...       run kube-scheduler (used by "up"; flags are its own)
+  nodes ...                run the node simulator (used by "up"; "controlplane nodes -h")
   kubectl ...              run the version-matched kubectl (also when invoked as "kubectl")
   version                  print the Kubernetes and etcd versions built in
 
@@ -49,6 +55,10 @@ func main() {
 		os.Exit(runAPIServer(args))
 	case "kube-controller-manager":
 		os.Exit(runControllerManager(args))
+	case "kube-scheduler":
+		os.Exit(runScheduler(args))
+	case "nodes":
+		os.Exit(runNodes(args))
 	case "kubectl":
 		os.Exit(runKubectl(args))
 	case "version", "--version":

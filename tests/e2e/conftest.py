@@ -27,6 +27,7 @@ import yaml
 from kubernetes import client
 
 from tests.support.kube import Cluster
+from tests.support.rbac import chart_rules, service_account_kubeconfig
 from tests.support.servers import REPO, ServerProcess, free_port, http_ok, tool
 
 STARTED: list[ServerProcess] = []
@@ -254,10 +255,18 @@ path "kv1/*" { capabilities = ["read"] }
 @pytest.fixture(scope="session")
 def operator(crds: Cluster, stores: Stores, workdir: Path) -> Iterator[Operator]:
     """One operator for the session, watching every namespace, logging at debug level
-    (so the leak checks cover every level)."""
+    (so the leak checks cover every level), and authenticated as a ServiceAccount with
+    exactly the Helm chart's RBAC: every reconciler test also proves those rules suffice."""
+    kubeconfig = service_account_kubeconfig(
+        crds, SYSTEM_NAMESPACE, "appinfra-operator", chart_rules(), workdir / "operator.kubeconfig"
+    )
     op = Operator(crds, workdir, "operator", "--verbose")
     op.process.env.update(
-        {"APPINFRA_CONFIG_POLL_SECONDS": "1", "APPINFRA_BACKOFF_BASE_SECONDS": "1"}
+        {
+            "KUBECONFIG": str(kubeconfig),
+            "APPINFRA_CONFIG_POLL_SECONDS": "1",
+            "APPINFRA_BACKOFF_BASE_SECONDS": "1",
+        }
     )
     op.start()
     try:

@@ -82,21 +82,26 @@ def test_json_logs_carry_the_reconciled_object(
                   "--log-format", "json", "--verbose")  # fmt: skip
     op.process.argv.remove("--all-namespaces")
     op.start()
+
+    def reconciled() -> list[dict[str, Any]]:
+        lines = op.process.log_path.read_text().splitlines()
+        records = [json.loads(line) for line in lines if line.strip()]  # one object a line
+        assert all({"time", "level", "message"} <= r.keys() for r in records)
+        return [
+            r for r in records
+            if r.get("kind") == "ServiceProfile" and r["message"].startswith("reconciled in")
+        ]  # fmt: skip
+
     try:
         apply(cluster, deployment(namespace, "j"), profile(namespace, "j"))
         wait_condition(cluster, "serviceprofile", namespace, "j", "Ready", "True")
-        time.sleep(1)
+        wait_until(lambda: bool(reconciled()), 30, "a successful reconcile in the JSON log")
     finally:
         op.stop()
-    lines = [line for line in op.process.log_path.read_text().splitlines() if line.strip()]
-    records = [json.loads(line) for line in lines]  # every line is one JSON object
-    assert all({"time", "level", "message"} <= r.keys() for r in records)
-    applied = [
-        r for r in records if r.get("kind") == "ServiceProfile" and "applied" in r["message"]
-    ]
-    assert applied, lines[-20:]
-    assert applied[0]["namespace"] == namespace and applied[0]["name"] == "j"
-    assert len(applied[0]["reconcileID"]) == 12
+    done = reconciled()
+    assert done[0]["namespace"] == namespace and done[0]["name"] == "j"
+    assert len(done[0]["reconcileID"]) == 12
+    assert len({r["reconcileID"] for r in done}) == len(done)  # one id per reconcile
 
 
 def _writes(op: Operator) -> float:

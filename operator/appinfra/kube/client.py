@@ -26,8 +26,6 @@ WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 class KubeError(Exception):
     """An API error with the server's own reason and message (safe to show users)."""
 
-    expected = True  # a normal outcome of talking to an API server: logged without traceback
-
     def __init__(self, status: int, reason: str, message: str):
         self.status = status
         self.reason = reason

@@ -102,12 +102,10 @@ class WorkQueue:
             self._active.add(key)
             try:
                 result = await self._reconcile(key)
-            except Exception as exc:
+            except Exception:
+                # The reconcile logged the failure itself (with its context); schedule the retry.
                 delay = self.backoff.next_delay(key)
-                if getattr(exc, "expected", False):  # e.g. an API conflict: no traceback needed
-                    log.warning("reconcile of %s failed: %s; retrying in %.1fs", key, exc, delay)
-                else:
-                    log.exception("reconcile of %s failed; retrying in %.1fs", key, delay)
+                log.debug("retrying %s in %.1fs", key, delay)
                 self.add(key, delay)
             else:
                 self.backoff.reset(key)
