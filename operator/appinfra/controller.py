@@ -13,12 +13,15 @@ import logging
 import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
+from appinfra.api.base import ApiModel
+from appinfra.api.kinds import Kind
 from appinfra.api.operatorconfig import OperatorConfig
+from appinfra.api.validation import parse_spec
 from appinfra.kube.cache import Store
 from appinfra.kube.client import Kube, KubeError, Obj
-from appinfra.kube.conditions import Condition, merge_conditions
+from appinfra.kube.conditions import ACCEPTED, Condition, merge_conditions
 from appinfra.kube.diff import APPLIED_ANNOTATION, up_to_date, with_hash
 from appinfra.kube.resources import BY_KIND, Resource
 from appinfra.kube.targets import TargetIndex
@@ -35,6 +38,7 @@ FINALIZER = "appinfra.dev/release"
 
 Key = tuple[str, str]  # (namespace, name)
 ReconcileFn = Callable[["Runtime", str, str], Requeue | None]
+SpecT = TypeVar("SpecT", bound=ApiModel)
 
 
 def now() -> str:
@@ -250,6 +254,43 @@ class Runtime:
         )
         if changed:
             self.event(body, reason, message, warning=True)
+
+    def admit(self, res: Resource, kind: Kind[SpecT, Any], body: Obj) -> SpecT | None:
+        """The parsed spec if it is valid and this resource is the effective one for its
+        target; otherwise Accepted=False (Invalid or Conflicted) is reported and None."""
+        spec, problems = parse_spec(kind, body)
+        if spec is None:
+            self.reject(res, body, "Invalid", "; ".join(map(str, problems)))
+            return None
+        rival = self.rival_message(res, body)
+        if rival:
+            self.reject(res, body, "Conflicted", rival)
+            return None
+        return spec
+
+    def target(self, res: Resource, body: Obj, target: Resource, name: str) -> Obj | None:
+        """The live target, or None after reporting TargetNotFound (a target watch or the
+        resync brings the resource back when it appears)."""
+        namespace = body["metadata"]["namespace"]
+        live = self.read(target, namespace, name)
+        if live is None:
+            self.reject(
+                res,
+                body,
+                "TargetNotFound",
+                f"{target.kind} {name} not found in namespace {namespace}; "
+                "it will be configured as soon as it is created",
+            )
+        return live
+
+    def apply_failed(
+        self, res: Resource, body: Obj, exc: KubeError, also: tuple[str, ...] = ()
+    ) -> None:
+        """Report a refused write: Ready (and the `also` condition types) False, an Event."""
+        message = f"applying failed: {exc.message}"
+        failed = [Condition(t, False, "ApplyFailed", message) for t in (*also, "Ready")]
+        self.write_status(res, body, [ACCEPTED, *failed])
+        self.event(body, "ApplyFailed", message, warning=True)
 
     def rival_message(self, res: Resource, body: Obj) -> str | None:
         """None if `body` is the effective resource for its target, else why it is not."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -367,6 +368,20 @@ def test_restart_and_resync_with_nothing_changed_send_zero_writes(
         apply(cluster, profile(namespace, f"svc{i}", f"svc{i}", **FULL_SPEC))
     for i in range(3):
         wait_condition(cluster, SP, namespace, f"svc{i}", "Ready", "True")
+
+    def settled(name: str) -> bool:
+        # The HPA (minReplicas 2) scales the Deployment by itself; wait for that write
+        # so that only the operator's writes could change a resourceVersion below.
+        dep = get(cluster, "deployment", namespace, name) or {}
+        status = dep.get("status", {})
+        return bool(
+            dep.get("spec", {}).get("replicas") == 2
+            and status.get("observedGeneration") == dep["metadata"]["generation"]
+        )
+
+    for i in range(3):
+        wait_until(lambda i=i: settled(f"svc{i}"), 90, f"svc{i} scaled by its HPA")
+    time.sleep(2)
     before = _versions(cluster, namespace)
 
     # A second, freshly started operator watching only this namespace: its whole

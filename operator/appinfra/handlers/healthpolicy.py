@@ -5,10 +5,9 @@ event, not by polling)."""
 from __future__ import annotations
 
 from appinfra.api.kinds import HEALTH_POLICY
-from appinfra.api.validation import parse_spec
 from appinfra.controller import Runtime, target_key
 from appinfra.kube.client import KubeError
-from appinfra.kube.conditions import Condition
+from appinfra.kube.conditions import ACCEPTED, Condition
 from appinfra.kube.resources import DEPLOYMENT, HEALTHPOLICY
 from appinfra.kube.workqueue import Requeue
 from appinfra.render.common import Owner
@@ -25,23 +24,11 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
     if body["metadata"].get("deletionTimestamp"):
         rt.release_target(HEALTHPOLICY, body, DEPLOYMENT, target_key(body)[2])
         return None
-    spec, problems = parse_spec(HEALTH_POLICY, body)
+    spec = rt.admit(HEALTHPOLICY, HEALTH_POLICY, body)
     if spec is None:
-        rt.reject(HEALTHPOLICY, body, "Invalid", "; ".join(map(str, problems)))
         return None
-    rival = rt.rival_message(HEALTHPOLICY, body)
-    if rival:
-        rt.reject(HEALTHPOLICY, body, "Conflicted", rival)
-        return None
-    deployment = rt.read(DEPLOYMENT, namespace, spec.target_ref.name)
+    deployment = rt.target(HEALTHPOLICY, body, DEPLOYMENT, spec.target_ref.name)
     if deployment is None:
-        rt.reject(
-            HEALTHPOLICY,
-            body,
-            "TargetNotFound",
-            f"Deployment {spec.target_ref.name} not found in namespace {namespace}; "
-            "it will be configured as soon as it is created",
-        )
         return None
 
     rendered = render_healthpolicy(Owner.of(body), spec, deployment)
@@ -50,18 +37,10 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
         return None
 
     body = rt.add_finalizer(HEALTHPOLICY, body)
-    accepted = Condition("Accepted", True, "Accepted", "the spec is valid and effective")
     try:
         live, changed = rt.ensure(rendered.deployment, MANAGER, APPLIED)
     except KubeError as exc:
-        message = f"applying to Deployment {spec.target_ref.name} failed: {exc.message}"
-        rt.write_status(
-            HEALTHPOLICY,
-            body,
-            [accepted, Condition("Enforced", False, "ApplyFailed", message),
-             Condition("Ready", False, "ApplyFailed", message)],
-        )  # fmt: skip
-        rt.event(body, "ApplyFailed", message, warning=True)
+        rt.apply_failed(HEALTHPOLICY, body, exc, also=("Enforced",))
         raise
     if changed:
         rt.event(body, "Applied", f"probes and shutdown settings applied to {spec.target_ref.name}")
@@ -73,7 +52,7 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
         HEALTHPOLICY,
         body,
         [
-            accepted,
+            ACCEPTED,
             Condition("Enforced", True, "Enforced", enforced),
             Condition("Healthy", verdict.status, verdict.reason, verdict.message),
             Condition("Ready", True, "Reconciled", enforced),

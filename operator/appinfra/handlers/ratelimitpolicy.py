@@ -5,10 +5,9 @@ policy the chosen enforcement can express."""
 from __future__ import annotations
 
 from appinfra.api.kinds import RATE_LIMIT_POLICY
-from appinfra.api.validation import parse_spec
 from appinfra.controller import Runtime
 from appinfra.kube.client import KubeError, Obj
-from appinfra.kube.conditions import Condition
+from appinfra.kube.conditions import ACCEPTED, Condition
 from appinfra.kube.resources import BY_KIND, CONFIGMAP, INGRESS, RATELIMITPOLICY, Resource
 from appinfra.kube.workqueue import Requeue
 from appinfra.render.common import Owner
@@ -31,9 +30,8 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
         _, target_name = _target(body)
         rt.release_target(RATELIMITPOLICY, body, INGRESS, target_name)
         return None
-    spec, problems = parse_spec(RATE_LIMIT_POLICY, body)
+    spec = rt.admit(RATELIMITPOLICY, RATE_LIMIT_POLICY, body)
     if spec is None:
-        rt.reject(RATELIMITPOLICY, body, "Invalid", "; ".join(map(str, problems)))
         return None
     enforcement = spec.enforcement or rt.config.rate_limit.default_enforcement
     if enforcement == "IngressNginx" and spec.target_ref.kind != "Ingress":
@@ -45,26 +43,14 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
             f"Ingress target, not a {spec.target_ref.kind}; set spec.enforcement",
         )
         return None
-    rival = rt.rival_message(RATELIMITPOLICY, body)
-    if rival:
-        rt.reject(RATELIMITPOLICY, body, "Conflicted", rival)
-        return None
     res, target_name = _target(body)
-    target = rt.read(res, namespace, target_name)
+    target = rt.target(RATELIMITPOLICY, body, res, target_name)
     if target is None:
-        rt.reject(
-            RATELIMITPOLICY,
-            body,
-            "TargetNotFound",
-            f"{res.kind} {target_name} not found in namespace {namespace}; "
-            "it will be configured as soon as it is created",
-        )
         return None
 
     owner = Owner.of(body)
     rendered = render_ratelimitpolicy(owner, spec, target, enforcement)
     body = rt.add_finalizer(RATELIMITPOLICY, body)
-    accepted = Condition("Accepted", True, "Accepted", "the spec is valid and effective")
     try:
         changed = [rt.ensure(obj, MANAGER)[1] for obj in rendered.children]
         deleted = rt.prune(owner, (CONFIGMAP,), rendered.children)
@@ -77,13 +63,7 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
                 rt.release(INGRESS, namespace, target_name, MANAGER)
                 changed.append(True)
     except KubeError as exc:
-        message = f"applying failed: {exc.message}"
-        rt.write_status(
-            RATELIMITPOLICY,
-            body,
-            [accepted, Condition("Enforced", False, "ApplyFailed", message),
-             Condition("Ready", False, "ApplyFailed", message)],
-        )  # fmt: skip
+        rt.apply_failed(RATELIMITPOLICY, body, exc, also=("Enforced",))
         raise
     if any(changed) or deleted:
         rt.event(body, "Applied", f"{enforcement}: {rendered.message}")
@@ -92,7 +72,7 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
         RATELIMITPOLICY,
         body,
         [
-            accepted,
+            ACCEPTED,
             Condition("Enforced", rendered.enforced, rendered.reason, rendered.message),
             Condition("Ready", rendered.enforced, ready_reason, rendered.message),
         ],

@@ -22,7 +22,7 @@ from appinfra.api.secretbinding import SecretBindingSpec
 from appinfra.api.validation import parse_spec
 from appinfra.controller import Runtime, now
 from appinfra.kube.client import KubeError, Obj
-from appinfra.kube.conditions import Condition
+from appinfra.kube.conditions import ACCEPTED, Condition
 from appinfra.kube.resources import DEPLOYMENT, SECRET, SECRETBINDING
 from appinfra.kube.workqueue import Requeue
 from appinfra.observability.metrics import SECRET_LAST_SUCCESS, SECRET_SYNC_TOTAL
@@ -96,7 +96,7 @@ def _sync_failed(rt: Runtime, body: Obj, store: str, reason: str, message: str) 
     _status(
         rt,
         body,
-        Condition("Accepted", True, "Accepted", "the spec is valid and effective"),
+        ACCEPTED,
         Condition("Synced", False, reason, message),
         Condition("Ready", False, reason, message),
     )
@@ -269,7 +269,7 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
     _status(
         rt,
         body,
-        Condition("Accepted", True, "Accepted", "the spec is valid and effective"),
+        ACCEPTED,
         Condition(
             "Synced", True, "Synced", f"read {len(needed)} remote secret(s) from {spec.store}"
         ),

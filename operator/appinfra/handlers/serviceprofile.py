@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 
 from appinfra.api.kinds import SERVICE_PROFILE
-from appinfra.api.validation import parse_spec
 from appinfra.controller import Runtime, describe_changes, target_key
 from appinfra.kube.client import KubeError, Obj
-from appinfra.kube.conditions import Condition
+from appinfra.kube.conditions import ACCEPTED, Condition
 from appinfra.kube.resources import (
     CONFIGMAP,
     DEPLOYMENT,
@@ -43,25 +42,11 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
         _finalize(rt, body)
         return None
 
-    spec, problems = parse_spec(SERVICE_PROFILE, body)
+    spec = rt.admit(SERVICEPROFILE, SERVICE_PROFILE, body)
     if spec is None:
-        rt.reject(SERVICEPROFILE, body, "Invalid", "; ".join(map(str, problems)))
-        return None  # permanent until the spec changes (which enqueues us again)
-
-    rival = rt.rival_message(SERVICEPROFILE, body)
-    if rival:
-        rt.reject(SERVICEPROFILE, body, "Conflicted", rival)
-        return None
-
-    deployment = rt.read(DEPLOYMENT, namespace, spec.target_ref.name)
+        return None  # permanent until the spec or a rival changes (which enqueues us again)
+    deployment = rt.target(SERVICEPROFILE, body, DEPLOYMENT, spec.target_ref.name)
     if deployment is None:
-        rt.reject(
-            SERVICEPROFILE,
-            body,
-            "TargetNotFound",
-            f"Deployment {spec.target_ref.name} not found in namespace {namespace}; "
-            "it will be configured as soon as it is created",
-        )
         return None
 
     sources: list[dict[str, str]] = []
@@ -108,16 +93,7 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
             if did:
                 changed.append(f"Deployment/{spec.target_ref.name} fields")
     except KubeError as exc:
-        message = f"applying failed: {exc.message}"
-        rt.write_status(
-            SERVICEPROFILE,
-            body,
-            [
-                Condition("Accepted", True, "Accepted", "the spec is valid and effective"),
-                Condition("Ready", False, "ApplyFailed", message),
-            ],
-        )
-        rt.event(body, "ApplyFailed", message, warning=True)
+        rt.apply_failed(SERVICEPROFILE, body, exc)
         raise
 
     if changed or deleted:
@@ -128,7 +104,7 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
         SERVICEPROFILE,
         body,
         [
-            Condition("Accepted", True, "Accepted", "the spec is valid and effective"),
+            ACCEPTED,
             Condition("Ready", True, "Reconciled", "every child exists as rendered"),
         ],
         replicaRange=rendered.replica_range,

@@ -9,10 +9,12 @@ never by streaming every ConfigMap in the cluster.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import random
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -28,7 +30,6 @@ from appinfra.kube.credentials import provider_kube
 from appinfra.kube.resources import (
     CONFIGMAP,
     DEPLOYMENT,
-    GROUP,
     HEALTHPOLICY,
     HPA,
     INGRESS,
@@ -38,7 +39,6 @@ from appinfra.kube.resources import (
     SECRET,
     SECRETBINDING,
     SERVICEPROFILE,
-    VERSION,
     Resource,
 )
 from appinfra.leader import LeaderElector, LeaseConfig
@@ -204,26 +204,6 @@ def _on_policy_event(kind: str, res: Resource, event: kopf.RawEvent) -> None:
     rt.enqueue(kind, ns, name)
 
 
-@kopf.on.event(GROUP, VERSION, "serviceprofiles")
-async def serviceprofile_event(event: kopf.RawEvent, **_: Any) -> None:
-    _on_policy_event("ServiceProfile", SERVICEPROFILE, event)
-
-
-@kopf.on.event(GROUP, VERSION, "secretbindings")
-async def secretbinding_event(event: kopf.RawEvent, **_: Any) -> None:
-    _on_policy_event("SecretBinding", SECRETBINDING, event)
-
-
-@kopf.on.event(GROUP, VERSION, "healthpolicies")
-async def healthpolicy_event(event: kopf.RawEvent, **_: Any) -> None:
-    _on_policy_event("HealthPolicy", HEALTHPOLICY, event)
-
-
-@kopf.on.event(GROUP, VERSION, "ratelimitpolicies")
-async def ratelimitpolicy_event(event: kopf.RawEvent, **_: Any) -> None:
-    _on_policy_event("RateLimitPolicy", RATELIMITPOLICY, event)
-
-
 def _meaningful_change(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
     """A Deployment change that can affect what we render: spec or metadata, not status."""
     if old is None:
@@ -254,16 +234,6 @@ def _on_target_event(res: Resource, event: kopf.RawEvent) -> None:
             rt.enqueue(kind, ns, policy)
 
 
-@kopf.on.event("apps", "v1", "deployments")
-async def deployment_event(event: kopf.RawEvent, **_: Any) -> None:
-    _on_target_event(DEPLOYMENT, event)
-
-
-@kopf.on.event("networking.k8s.io", "v1", "ingresses")
-async def ingress_event(event: kopf.RawEvent, **_: Any) -> None:
-    _on_target_event(INGRESS, event)
-
-
 def _on_child_event(res: Resource, event: kopf.RawEvent) -> None:
     rt = runtime()
     obj = cast(dict[str, Any], event["object"])
@@ -278,26 +248,18 @@ def _on_child_event(res: Resource, event: kopf.RawEvent) -> None:
         rt.enqueue(owner_kind, meta["namespace"], owner_name)
 
 
-@kopf.on.event("", "v1", "configmaps")
-async def configmap_event(event: kopf.RawEvent, **_: Any) -> None:
-    _on_child_event(CONFIGMAP, event)
+def _watch(res: Resource, handle: Callable[[kopf.RawEvent], None]) -> None:
+    """Register one watch with kopf; the handler only feeds the cache and the queues."""
+
+    async def on_event(event: kopf.RawEvent, **_: Any) -> None:
+        handle(event)
+
+    kopf.on.event(res.group, res.version, res.plural, id=f"{res.plural}-events")(on_event)
 
 
-@kopf.on.event("", "v1", "secrets")
-async def secret_event(event: kopf.RawEvent, **_: Any) -> None:
-    _on_child_event(SECRET, event)
-
-
-@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers")
-async def hpa_event(event: kopf.RawEvent, **_: Any) -> None:
-    _on_child_event(HPA, event)
-
-
-@kopf.on.event("networking.k8s.io", "v1", "networkpolicies")
-async def networkpolicy_event(event: kopf.RawEvent, **_: Any) -> None:
-    _on_child_event(NETWORKPOLICY, event)
-
-
-@kopf.on.event("policy", "v1", "poddisruptionbudgets")
-async def pdb_event(event: kopf.RawEvent, **_: Any) -> None:
-    _on_child_event(PDB, event)
+for _kind, _res in POLICIES.items():
+    _watch(_res, functools.partial(_on_policy_event, _kind, _res))
+for _res in (DEPLOYMENT, INGRESS):
+    _watch(_res, functools.partial(_on_target_event, _res))
+for _res in CHILDREN:
+    _watch(_res, functools.partial(_on_child_event, _res))

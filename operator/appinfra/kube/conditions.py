@@ -14,6 +14,9 @@ class Condition:
     message: str = ""
 
 
+ACCEPTED = Condition("Accepted", True, "Accepted", "the spec is valid and effective")
+
+
 def merge_conditions(
     old: list[dict[str, Any]], new: list[Condition], generation: int, now: str
 ) -> list[dict[str, Any]]:

@@ -68,6 +68,31 @@ def child(owner: Owner, api_version: str, kind: str, name: str, **fields: Any) -
     return {"apiVersion": api_version, "kind": kind, "metadata": meta, **fields}
 
 
+def target_intent(
+    owner: Owner,
+    name: str,
+    spec: Obj | None = None,
+    *,
+    api_version: str = "apps/v1",
+    kind: str = "Deployment",
+    annotations: dict[str, str] | None = None,
+) -> Obj:
+    """The server-side-apply intent for an object we shape but do not own: our
+    `appinfra.dev/<kind>` annotation (plus `annotations`) and, if any, our `spec` fields."""
+    intent: Obj = {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {
+            "name": name,
+            "namespace": owner.namespace,
+            "annotations": {**(annotations or {}), owner.target_annotation: owner.name},
+        },
+    }
+    if spec:
+        intent["spec"] = spec
+    return intent
+
+
 def content_hash(data: Any) -> str:
     """A stable digest of non-secret content (config): changes iff the content changes."""
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))

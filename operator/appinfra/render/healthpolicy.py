@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from appinfra.api.healthpolicy import HealthPolicySpec, Probe
-from appinfra.render.common import Obj, Owner
+from appinfra.render.common import Obj, Owner, target_intent
 
 LIVENESS = "livenessProbe"
 READINESS = "readinessProbe"
@@ -193,18 +193,8 @@ def render_healthpolicy(
     containers = [c for c in shaper.intents.values() if len(c) > 1]
     if containers:
         pod_fields["containers"] = containers
-    intent: Obj = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "annotations": {owner.target_annotation: owner.name},
-        },
-    }
-    if pod_fields:
-        intent["spec"] = {"template": {"spec": pod_fields}}
-    return HealthRendered(deployment=intent, problems=problems)
+    fields = {"template": {"spec": pod_fields}} if pod_fields else None
+    return HealthRendered(deployment=target_intent(owner, meta["name"], fields), problems=problems)
 
 
 HealthReason = Literal["Available", "RolloutInProgress", "Unavailable", "ProgressDeadlineExceeded"]

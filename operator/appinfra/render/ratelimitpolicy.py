@@ -74,7 +74,7 @@ from typing import Any, Literal
 import yaml
 
 from appinfra.api.ratelimitpolicy import Enforcement, Limit, RateLimitPolicySpec
-from appinfra.render.common import Obj, Owner, child
+from appinfra.render.common import Obj, Owner, child, target_intent
 
 EnforcedReason = Literal["Enforced", "PartiallyEnforced", "Unsupported"]
 
@@ -178,14 +178,9 @@ def _ingress_nginx(
     notes = [f"{name}: {', '.join(why)}" for name, why in gaps.items() if why]
 
     meta = target["metadata"]
-    annotations = {owner.target_annotation: owner.name}
-    intent: Obj = {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "Ingress",
-        "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
-    }
+    intent = target_intent(owner, meta["name"], api_version="networking.k8s.io/v1", kind="Ingress")
+    annotations: dict[str, str] = intent["metadata"]["annotations"]
     if chosen is None:
-        intent["metadata"]["annotations"] = annotations
         return RateLimitRendered(
             target_intent=intent,
             message=f"no limit can be expressed as ingress-nginx annotations: "
@@ -205,7 +200,6 @@ def _ingress_nginx(
         annotations[NGINX + "limit-whitelist"] = ",".join(spec.allowlist)
         done += f", {len(spec.allowlist)} allowlist entries exempt"
     done += f") enforced by ingress-nginx annotations on Ingress {meta['name']}"
-    intent["metadata"]["annotations"] = annotations
 
     if limit.by is None:
         notes.insert(0, f"{chosen}: counted per client IP, not across all clients together")

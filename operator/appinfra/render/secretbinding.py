@@ -15,7 +15,7 @@ from typing import Any
 
 from appinfra.api.secretbinding import SecretBindingSpec
 from appinfra.providers.base import RemoteSecret
-from appinfra.render.common import Obj, Owner, child
+from appinfra.render.common import Obj, Owner, child, target_intent
 from appinfra.render.templates import TemplateError, render_template
 
 SECRET_HASH = "appinfra.dev/secret-hash"
@@ -163,18 +163,10 @@ def render_secret(owner: Owner, spec: SecretBindingSpec, data: Mapping[str, str]
 
 def render_consumer(owner: Owner, deployment: str, digest: str | None) -> Obj:
     """The consumer Deployment's apply intent: our annotation and, if asked, the HMAC."""
-    intent: Obj = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {
-            "name": deployment,
-            "namespace": owner.namespace,
-            "annotations": {owner.target_annotation: owner.name},
-        },
-    }
+    spec = None
     if digest is not None:
-        intent["spec"] = {"template": {"metadata": {"annotations": {SECRET_HASH: digest}}}}
-    return intent
+        spec = {"template": {"metadata": {"annotations": {SECRET_HASH: digest}}}}
+    return target_intent(owner, deployment, spec)
 
 
 __all__ = ["TemplateError"]

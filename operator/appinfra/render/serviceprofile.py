@@ -18,7 +18,7 @@ from appinfra.api.serviceprofile import (
     RolloutSpec,
     ServiceProfileSpec,
 )
-from appinfra.render.common import Obj, Owner, child, content_hash
+from appinfra.render.common import Obj, Owner, child, content_hash, target_intent
 from appinfra.render.interpolate import interpolate
 from appinfra.render.templates import render_template
 
@@ -174,18 +174,7 @@ def render_deployment_fields(
         template["spec"] = pod_spec
     if template:
         spec["template"] = template
-    intent: Obj = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "annotations": {owner.target_annotation: owner.name},
-        },
-    }
-    if spec:
-        intent["spec"] = spec
-    return intent
+    return target_intent(owner, meta["name"], spec)
 
 
 def render_serviceprofile(
