@@ -23,14 +23,14 @@ from appinfra.kube.cache import Store
 from appinfra.kube.client import Kube, KubeError, Obj
 from appinfra.kube.conditions import ACCEPTED, Condition, merge_conditions
 from appinfra.kube.diff import APPLIED_ANNOTATION, up_to_date, with_hash
-from appinfra.kube.resources import BY_KIND, Resource
+from appinfra.kube.resources import BY_KIND, DEPLOYMENT, Resource
 from appinfra.kube.targets import TargetIndex
 from appinfra.kube.workqueue import Requeue, WorkQueue
 from appinfra.observability import events
 from appinfra.observability.logging import reconciling
 from appinfra.observability.metrics import RECONCILE_DURATION, RECONCILE_TOTAL
 from appinfra.providers.registry import Providers
-from appinfra.render.common import MANAGED_BY, OWNER_KIND, OWNER_NAME, Owner
+from appinfra.render.common import Owner
 
 log = logging.getLogger("appinfra")
 
@@ -50,7 +50,8 @@ class Runtime:
     kube: Kube
     providers: Providers
     config: OperatorConfig = field(default_factory=OperatorConfig)
-    store: Store = field(default_factory=Store)
+    # Deployments keep managedFields: HealthPolicy reads which probes our manager owns.
+    store: Store = field(default_factory=lambda: Store(keep_managed_fields=(DEPLOYMENT,)))
     targets: TargetIndex = field(default_factory=TargetIndex)
     queues: dict[str, WorkQueue] = field(default_factory=dict)
 
@@ -109,30 +110,17 @@ class Runtime:
     # --- reading ----------------------------------------------------------
 
     def read(self, res: Resource, namespace: str, name: str) -> Obj | None:
-        """From the cache; a miss is confirmed with a GET (cheap, and never a write).
-
-        The GET result is not cached: only watch events fill the cache, so an object
-        no watch covers is never served stale.
-        """
+        """From the cache. A miss for a type primed at start-up means "absent"; otherwise
+        it is confirmed with a GET (cheap, and never a write). A GET result is not
+        cached: only watches fill the cache, so nothing unwatched is served stale."""
         obj = self.store.get(res, namespace, name)
-        if obj is None:
+        if obj is None and not self.store.primed(res):
             obj = self.kube.get(res, namespace, name)
         return obj
 
     def owned(self, res: Resource, owner: Owner) -> list[Obj]:
         """Cached children of `owner` of one resource type (watched by label selector)."""
-
-        def mine(obj: Obj) -> bool:
-            meta = obj["metadata"]
-            labels = meta.get("labels") or {}
-            return (
-                meta.get("namespace") == owner.namespace
-                and labels.get(MANAGED_BY) == "appinfra"
-                and labels.get(OWNER_KIND) == owner.kind
-                and labels.get(OWNER_NAME) == owner.name
-            )
-
-        return self.store.select(res, mine)
+        return self.store.owned(res, owner.namespace, owner.kind, owner.name)
 
     # --- writing ----------------------------------------------------------
 

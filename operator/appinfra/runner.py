@@ -34,6 +34,7 @@ def run_operator(
     from appinfra.handlers import watches
 
     os.environ["APPINFRA_CONFIG"] = config_path
+    watches.State.namespaces = [] if (all_namespaces or not namespaces) else list(namespaces)
     if leader_elect:
         identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
         watches.State.lease = LeaseConfig(

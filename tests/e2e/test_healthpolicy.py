@@ -131,10 +131,12 @@ def test_conflict_and_target_not_found(
 def test_healthy_follows_the_deployment_status(
     cluster: Cluster, operator: Operator, namespace: str
 ) -> None:
-    # No pod ever becomes ready without nodes: with a short progress deadline the
+    # Pods that never become ready: with a short progress deadline the
     # controller-manager declares ProgressDeadlineExceeded, and the verdict follows.
     stuck = deployment(namespace, "stuck")
     stuck["spec"]["progressDeadlineSeconds"] = 2
+    # With simulated nodes, pods of an image named *not-ready* run but never get Ready.
+    stuck["spec"]["template"]["spec"]["containers"][0]["image"] = "example/not-ready:1"
     apply(cluster, stuck)
     apply(cluster, policy(namespace, "stuck", "stuck", **PROBES))
     hp = wait_condition(cluster, HP, namespace, "stuck", "Healthy", "False",
@@ -145,6 +147,7 @@ def test_healthy_follows_the_deployment_status(
     # Scaled to zero there is nothing to wait for: Available, with no polling involved.
     idle = copy.deepcopy(deployment(namespace, "idle"))
     idle["spec"]["replicas"] = 0
+    idle["spec"]["template"]["spec"]["containers"][0]["image"] = "example/not-ready:1"
     apply(cluster, idle)
     apply(cluster, policy(namespace, "idle", "idle", **PROBES))
     wait_condition(cluster, HP, namespace, "idle", "Healthy", "True", "Available", timeout=60)

@@ -337,9 +337,19 @@ def test_second_profile_on_a_deployment_is_conflicted(
 
 
 def _versions(cluster: Cluster, namespace: str) -> dict[str, str]:
+    """When each appinfra field manager last wrote each object (managedFields times).
+
+    Not resourceVersions: the controller-manager keeps writing status of PDBs, HPAs
+    and Deployments, while a manager's entry only moves when that manager writes.
+    """
     kinds = "serviceprofiles,configmaps,hpa,networkpolicies,pdb,deployments"
-    items = cluster.kubectl_json("-n", namespace, "get", kinds)["items"]
-    return {f"{i['kind']}/{i['metadata']['name']}": i["metadata"]["resourceVersion"] for i in items}
+    items = cluster.kubectl_json("-n", namespace, "get", kinds, "--show-managed-fields")["items"]
+    return {
+        f"{i['kind']}/{i['metadata']['name']} {m['manager']} {m.get('subresource', '')}": m["time"]
+        for i in items
+        for m in i["metadata"].get("managedFields", [])
+        if m["manager"].startswith("appinfra")
+    }
 
 
 def _writes(metrics: str) -> float:

@@ -25,7 +25,7 @@ from appinfra.api.operatorconfig import OperatorConfig
 from appinfra.config import ConfigFile
 from appinfra.controller import Runtime, target_key
 from appinfra.handlers import healthpolicy, ratelimitpolicy, secretbinding, serviceprofile
-from appinfra.kube.client import Kube, load_api_client
+from appinfra.kube.client import Kube, Obj, load_api_client
 from appinfra.kube.credentials import provider_kube
 from appinfra.kube.resources import (
     CONFIGMAP,
@@ -77,6 +77,7 @@ class _State:
 
     rt: Runtime | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)  # empty: cluster-wide
     lease: LeaseConfig | None = None  # set: only the Lease holder runs the workers
     elector: LeaderElector | None = None
     stop: threading.Event = field(default_factory=threading.Event)
@@ -118,6 +119,7 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     config.on_change(reconfigure)
     # Reconcilers block on HTTP; one thread per worker so none waits for a thread.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=WORKERS))
+    await asyncio.to_thread(_prime, rt)
     for kind, fn in RECONCILERS.items():
         rt.register(kind, fn, workers=WORKERS)
     State.rt = rt
@@ -138,6 +140,18 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     State.tasks.append(asyncio.create_task(_resync_forever(rt)))
     State.tasks.append(asyncio.create_task(_watch_config(config)))
     log.info("appinfra started: %d workers, resync every %.0fs", WORKERS, RESYNC_SECONDS)
+
+
+def _prime(rt: Runtime) -> None:
+    """LIST children and targets once, so that a cache miss afterwards means "absent"
+    instead of costing a GET (one request per type instead of one per object)."""
+    scopes: list[str | None] = list(State.namespaces) or [None]
+    for res in (*CHILDREN, DEPLOYMENT, INGRESS):
+        selector = MANAGED_SELECTOR if res in CHILDREN else ""
+        items = [obj for ns in scopes for obj in rt.kube.list(res, ns, selector)]
+        rt.store.prime(res, items)
+    log.info("cache primed: %d children, %d deployments",
+             sum(rt.store.count(r) for r in CHILDREN), rt.store.count(DEPLOYMENT))  # fmt: skip
 
 
 def _start_workers(rt: Runtime) -> None:
@@ -177,15 +191,34 @@ async def _watch_config(config: ConfigFile) -> None:
         await asyncio.to_thread(config.load)
 
 
+def _record(res: Resource, event: kopf.RawEvent) -> tuple[Obj | None, Obj, bool]:
+    """Apply a watch event to the cache. Returns (previous version, object, echo): an
+    echo is the event of our own write, whose response the cache already holds."""
+    obj = cast(Obj, event["object"])
+    meta = obj["metadata"]
+    if event["type"] == "DELETED":
+        return runtime().store.remove(res, meta["namespace"], meta["name"]), obj, False
+    old = runtime().store.upsert(res, obj)
+    echo = old is not None and old["metadata"].get("resourceVersion") == meta.get("resourceVersion")
+    return old, obj, echo
+
+
+def _meaningful_change(old: Obj | None, new: Obj) -> bool:
+    """A change that can affect what we render: spec or metadata, not status."""
+    if old is None:
+        return True
+    o, n = old["metadata"], new["metadata"]
+    return any(o.get(k) != n.get(k) for k in _MEANINGFUL)
+
+
+_MEANINGFUL = ("generation", "annotations", "labels", "deletionTimestamp")
+
+
 def _on_policy_event(kind: str, res: Resource, event: kopf.RawEvent) -> None:
     rt = runtime()
-    obj = cast(dict[str, Any], event["object"])
+    old, obj, echo = _record(res, event)
     meta = obj["metadata"]
     ns, name = meta["namespace"], meta["name"]
-    if event["type"] == "DELETED":
-        rt.store.remove(res, ns, name)
-    else:
-        rt.store.upsert(res, obj)
     MANAGED_OBJECTS.labels(kind).set(rt.store.count(res))
 
     # Keep the target index current; a change of target or a deletion may hand the
@@ -197,37 +230,25 @@ def _on_policy_event(kind: str, res: Resource, event: kopf.RawEvent) -> None:
         for rival_kind, rival in rt.targets.attached(old_target):
             rt.enqueue(rival_kind, ns, rival)
     if kind != "ServiceProfile":
-        # The profile on the same Deployment lists this policy in status.policies.
+        # The profile on the same Deployment lists this policy's Ready in status.policies,
+        # so even our own status writes (echoes) concern it.
         for target in {old_target, new_target} - {None}:
             for _, profile in rt.targets.attached(target, "ServiceProfile"):  # type: ignore[arg-type]
                 rt.enqueue("ServiceProfile", ns, profile)
-    rt.enqueue(kind, ns, name)
-
-
-def _meaningful_change(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
-    """A Deployment change that can affect what we render: spec or metadata, not status."""
-    if old is None:
-        return True
-    o, n = old["metadata"], new["metadata"]
-    return bool(
-        o.get("generation") != n.get("generation")
-        or o.get("annotations") != n.get("annotations")
-        or o.get("labels") != n.get("labels")
-    )
+    # Our own writes and status-only changes need no reconcile of the resource itself.
+    if gone or (not echo and _meaningful_change(old, obj)):
+        rt.enqueue(kind, ns, name)
 
 
 def _on_target_event(res: Resource, event: kopf.RawEvent) -> None:
     """A target changed: reconcile the policies naming it (status-following kinds always,
     the others only when its spec or metadata changed)."""
     rt = runtime()
-    obj = cast(dict[str, Any], event["object"])
+    old, obj, echo = _record(res, event)
+    if echo:
+        return
     meta = obj["metadata"]
     ns, name = meta["namespace"], meta["name"]
-    old = rt.store.get(res, ns, name)
-    if event["type"] == "DELETED":
-        rt.store.remove(res, ns, name)
-    else:
-        rt.store.upsert(res, obj)
     meaningful = event["type"] == "DELETED" or _meaningful_change(old, obj)
     for kind, policy in rt.targets.attached((ns, res.kind, name)):
         if meaningful or kind in FOLLOWS_TARGET_STATUS:
@@ -235,17 +256,15 @@ def _on_target_event(res: Resource, event: kopf.RawEvent) -> None:
 
 
 def _on_child_event(res: Resource, event: kopf.RawEvent) -> None:
-    rt = runtime()
-    obj = cast(dict[str, Any], event["object"])
+    """A child changed or went away: its owner reconciles (and repairs drift)."""
+    _, obj, echo = _record(res, event)
+    if echo:
+        return
     meta = obj["metadata"]
-    if event["type"] == "DELETED":
-        rt.store.remove(res, meta["namespace"], meta["name"])
-    else:
-        rt.store.upsert(res, obj)
     labels = meta.get("labels") or {}
     owner_kind, owner_name = labels.get(OWNER_KIND), labels.get(OWNER_NAME)
     if owner_kind in RECONCILERS and owner_name:
-        rt.enqueue(owner_kind, meta["namespace"], owner_name)
+        runtime().enqueue(owner_kind, meta["namespace"], owner_name)
 
 
 def _watch(res: Resource, handle: Callable[[kopf.RawEvent], None]) -> None:

@@ -1,8 +1,14 @@
 """An in-memory copy of watched objects, fed by kopf's watch events (an informer).
 
-Reconciles read from here instead of GETting; a miss falls back to a GET so a
-reconcile that runs before the initial listing finished never mistakes "not
-cached yet" for "absent" (which would cause needless writes at start-up).
+Reconciles read from here instead of GETting. A resource type is "primed" once a
+LIST of it has been loaded at start-up: from then on a miss means "absent" and
+costs nothing. Before that (or for types never primed) a miss is confirmed with a
+GET, so a reconcile never mistakes "not cached yet" for "absent", which would
+cause needless writes at start-up.
+
+Children are also indexed by their owner labels, so finding what one resource
+owns does not scan every cached object (that scan was the top of the profile at
+a thousand resources).
 """
 
 from __future__ import annotations
@@ -16,19 +22,51 @@ from appinfra.kube.resources import Resource
 
 Obj = dict[str, Any]
 Key = tuple[str, str]  # (namespace, name)
+OwnerKey = tuple[str, str, str]  # (namespace, owner kind, owner name)
+
+OWNER_KIND = "appinfra.dev/owner-kind"
+OWNER_NAME = "appinfra.dev/owner-name"
+
+
+def _owner_of(obj: Obj) -> OwnerKey | None:
+    meta = obj.get("metadata", {})
+    labels = meta.get("labels") or {}
+    kind, name = labels.get(OWNER_KIND), labels.get(OWNER_NAME)
+    return (meta.get("namespace", ""), kind, name) if kind and name else None
 
 
 class Store:
-    def __init__(self) -> None:
+    def __init__(self, keep_managed_fields: Iterable[Resource] = ()) -> None:
         self._lock = threading.Lock()
         self._objects: dict[Resource, dict[Key, Obj]] = defaultdict(dict)
+        self._owned: dict[Resource, defaultdict[OwnerKey, set[str]]] = defaultdict(
+            lambda: defaultdict(set)
+        )
+        self._primed: set[Resource] = set()
+        # managedFields are the bulk of most objects; only some readers need them.
+        self._keep_managed_fields = frozenset(keep_managed_fields)
 
-    def upsert(self, res: Resource, obj: Obj) -> None:
-        """From a watch event: events arrive in order, so the latest always wins."""
+    def _put(self, res: Resource, obj: Obj) -> None:
         meta = obj.get("metadata", {})
+        if res not in self._keep_managed_fields and "managedFields" in meta:
+            meta = {k: v for k, v in meta.items() if k != "managedFields"}
+            obj = {**obj, "metadata": meta}
         key = (meta.get("namespace", ""), meta["name"])
+        old = self._objects[res].get(key)
+        if old is not None and (owner := _owner_of(old)) is not None:
+            self._owned[res][owner].discard(key[1])
+        self._objects[res][key] = obj
+        if (owner := _owner_of(obj)) is not None:
+            self._owned[res][owner].add(key[1])
+
+    def upsert(self, res: Resource, obj: Obj) -> Obj | None:
+        """From a watch event (events arrive in order, so the latest always wins).
+        Returns the previous version."""
+        meta = obj.get("metadata", {})
         with self._lock:
-            self._objects[res][key] = obj
+            old = self._objects[res].get((meta.get("namespace", ""), meta["name"]))
+            self._put(res, obj)
+            return old
 
     def write_through(self, res: Resource, obj: Obj) -> None:
         """From our own write's response, unless a newer version already came by watch.
@@ -45,19 +83,36 @@ class Store:
             current = self._objects[res].get(key)
             if current is not None and _newer(current, obj):
                 return
-            self._objects[res][key] = obj
+            self._put(res, obj)
 
-    def remove(self, res: Resource, namespace: str, name: str) -> None:
+    def remove(self, res: Resource, namespace: str, name: str) -> Obj | None:
         with self._lock:
-            self._objects[res].pop((namespace, name), None)
+            old = self._objects[res].pop((namespace, name), None)
+            if old is not None and (owner := _owner_of(old)) is not None:
+                self._owned[res][owner].discard(name)
+            return old
+
+    def prime(self, res: Resource, items: Iterable[Obj]) -> None:
+        """Load a complete LIST: from now on a miss for `res` means the object is absent."""
+        with self._lock:
+            for obj in items:
+                meta = obj.get("metadata", {})
+                if (meta.get("namespace", ""), meta["name"]) not in self._objects[res]:
+                    self._put(res, obj)
+            self._primed.add(res)
+
+    def primed(self, res: Resource) -> bool:
+        return res in self._primed
 
     def get(self, res: Resource, namespace: str, name: str) -> Obj | None:
         with self._lock:
             return self._objects[res].get((namespace, name))
 
-    def contains(self, res: Resource, namespace: str, name: str) -> bool:
+    def owned(self, res: Resource, namespace: str, kind: str, name: str) -> list[Obj]:
+        """Cached objects of `res` labelled as owned by (kind, name) in `namespace`."""
         with self._lock:
-            return (namespace, name) in self._objects[res]
+            names = sorted(self._owned[res].get((namespace, kind, name), ()))
+            return [self._objects[res][(namespace, n)] for n in names]
 
     def select(self, res: Resource, where: Callable[[Obj], bool]) -> list[Obj]:
         with self._lock:

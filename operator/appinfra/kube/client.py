@@ -20,7 +20,9 @@ Obj = dict[str, Any]
 
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
-WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Field manager of our non-apply writes (status, finalizers, Events): named, so that
+# managedFields show who wrote, instead of the HTTP client's user agent.
+UPDATE_MANAGER = "appinfra"
 
 
 class KubeError(Exception):
@@ -129,6 +131,7 @@ class Kube:
         out: Obj = self.request(
             "PATCH",
             res.path(namespace, name, subresource),
+            query={"fieldManager": UPDATE_MANAGER},
             body=patch,
             content_type=MERGE,
             resource=res.plural,
@@ -136,7 +139,13 @@ class Kube:
         return out
 
     def create(self, res: Resource, namespace: str, obj: Obj) -> Obj:
-        out: Obj = self.request("POST", res.path(namespace), body=obj, resource=res.plural)
+        out: Obj = self.request(
+            "POST",
+            res.path(namespace),
+            query={"fieldManager": UPDATE_MANAGER},
+            body=obj,
+            resource=res.plural,
+        )
         return out
 
     def delete(self, res: Resource, namespace: str, name: str, uid: str | None = None) -> bool:

@@ -1,8 +1,8 @@
 """Kubernetes Events on appinfra resources (what `kubectl describe` shows).
 
-Posted with the operator's own client: synchronous from the worker thread, so an
-Event is in the API server by the time status says what happened. Posting is best
-effort: a failed Event is logged and never fails a reconcile. Messages never
+Posted with the operator's own client from a small background pool, so posting
+never delays a reconcile. Posting is best effort: a failed Event is logged and
+never fails a reconcile. Messages never
 include secret values: callers pass names, reasons and counts only.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import logging
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from appinfra.kube.client import Kube, KubeError
@@ -22,7 +23,17 @@ COMPONENT = "appinfra"
 MAX_MESSAGE = 1024
 
 
+# Two threads: Events are a side channel and must not slow reconciles down, nor pile
+# up threads when the API server is slow.
+_POSTER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="appinfra-events")
+
+
 def emit(kube: Kube, body: dict[str, Any], reason: str, message: str, *, warning: bool) -> None:
+    """Queue an Event for posting; returns at once."""
+    _POSTER.submit(_post, kube, body, reason, message, warning)
+
+
+def _post(kube: Kube, body: dict[str, Any], reason: str, message: str, warning: bool) -> None:
     meta = body["metadata"]
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     event = {
