@@ -155,36 +155,47 @@ def secrets_manager(endpoint: str) -> Any:
     )  # fmt: skip
 
 
+def new_operator(
+    kube: Cluster, faults_dir: Path, name: str, watch: list[str], config: Obj, **env: str
+) -> Operator:
+    """`appinfra run` (not started yet) on our control plane, watching only `watch`, with
+    its own configuration file and log under faults_dir/name."""
+    home = faults_dir / name
+    home.mkdir(exist_ok=True)
+    (home / "operator-config.yaml").write_text(yaml.safe_dump(config))
+    op = Operator(kube, home, name, *[arg for ns in watch for arg in ("--namespace", ns)])
+    op.process.argv.remove("--all-namespaces")
+    # The production default resync (600 s): no periodic resync within a test, so every
+    # reconcile a test sees was caused by what it did, or is a retry.
+    op.process.env.update({"APPINFRA_RESYNC_SECONDS": "600", **env})
+    return op
+
+
+def stop_operator(op: Operator) -> None:
+    began = time.monotonic()
+    op.stop()
+    took = time.monotonic() - began
+    if took > 10:  # ServerProcess.stop waits 30 s for SIGTERM, then SIGKILLs
+        warnings.warn(f"{op.process.name} took {took:.0f}s to stop on SIGTERM", stacklevel=1)
+    _forget(op.process)
+
+
 Launch = Callable[..., Operator]
 
 
 @pytest.fixture
 def launch(kube: Cluster, faults_dir: Path) -> Iterator[Launch]:
-    """Start `appinfra run` on our control plane, watching only the given namespaces, with
-    its own configuration file; every operator started is stopped after the test."""
+    """Start operators for one test; every one started is stopped after it."""
     started: list[Operator] = []
 
     def start(name: str, watch: list[str], config: Obj | None = None, **env: str) -> Operator:
-        home = faults_dir / name
-        home.mkdir(exist_ok=True)
-        (home / "operator-config.yaml").write_text(yaml.safe_dump(config or {}))
-        args = [arg for ns in watch for arg in ("--namespace", ns)]
-        op = Operator(kube, home, name, *args)
-        op.process.argv.remove("--all-namespaces")
-        # The production default resync (600 s): no periodic resync within a test, so
-        # every reconcile a test sees was caused by what it did (or by a retry).
-        op.process.env.update({"APPINFRA_RESYNC_SECONDS": "600", **env})
+        op = new_operator(kube, faults_dir, name, watch, config or {}, **env)
         started.append(op)
         return op.start()
 
     yield start
     for op in started:
-        began = time.monotonic()
-        op.stop()
-        took = time.monotonic() - began
-        if took > 10:  # ServerProcess.stop SIGKILLs after 30 s
-            warnings.warn(f"{op.process.name} took {took:.0f}s to stop on SIGTERM", stacklevel=1)
-        _forget(op.process)
+        stop_operator(op)
 
 
 # --- helpers --------------------------------------------------------------------
@@ -202,7 +213,8 @@ def create(cluster: Cluster, *objs: Obj) -> None:
 
 
 def idle_deployment(namespace: str, name: str) -> Obj:
-    """A Deployment with no pods: nothing but the operator writes to it."""
+    """A Deployment scaled to zero: no Pods, no ReplicaSet churn, less load on two cores
+    (and the HPA leaves it alone: scaling is disabled at zero replicas)."""
     dep = deployment(namespace, name)
     dep["spec"]["replicas"] = 0
     return dep
@@ -349,8 +361,7 @@ def test_control_plane_restart_operator_reconnects_by_itself(
               profile(RESTART_NS, name, name, **full_spec(i)))  # fmt: skip
     for name in ("stable", "changed"):
         wait_condition(kube, SP, RESTART_NS, name, "Ready", "True", timeout=60)
-    stable = "serviceprofiles,configmaps,hpa,networkpolicies,pdb,deployments"
-    before = {k: v for k, v in versions(kube, RESTART_NS, stable).items() if "/stable" in k}
+    before = untouched_state(kube)
     assert len(before) == 6, before
     assert op.process.proc is not None
     pid = op.process.proc.pid
@@ -379,10 +390,37 @@ def test_control_plane_restart_operator_reconnects_by_itself(
     assert {"ConfigMap/fresh-config", "HorizontalPodAutoscaler/fresh", "NetworkPolicy/fresh",
             "PodDisruptionBudget/fresh"} <= set(fresh)  # fmt: skip
 
-    after = {k: v for k, v in versions(kube, RESTART_NS, stable).items() if k in before}
-    assert after == before  # nothing about the untouched profile was rewritten
+    assert untouched_state(kube) == before  # nothing of the untouched profile was rewritten
     assert_alive(op)
     assert op.process.proc.pid == pid  # the same process throughout: it reconnected
+
+
+def untouched_state(cluster: Cluster) -> dict[str, Any]:
+    """What the operator could have written on profile "stable" and its children: the
+    resourceVersion where only the operator writes (the profile and its status, ConfigMap,
+    NetworkPolicy); for the Deployment, HPA and PDB, which kube-controller-manager keeps
+    writing too (status, the revision annotation; busy, it may first get to them only
+    after the restart): the generation, the spec, our annotations and the operator's own
+    managedFields entries (an apply that changed anything would show in their time)."""
+    state: dict[str, Any] = {}
+    kinds = "serviceprofiles,configmaps,hpa,networkpolicies,pdb,deployments"
+    for obj in listed(cluster, RESTART_NS, kinds, "--show-managed-fields"):
+        meta = obj["metadata"]
+        if meta["name"] not in ("stable", "stable-config"):
+            continue
+        key = f"{obj['kind']}/{meta['name']}"
+        if obj["kind"] in ("ServiceProfile", "ConfigMap", "NetworkPolicy"):
+            state[key] = meta["resourceVersion"]
+            continue
+        ours = [m for m in meta["managedFields"] if m["manager"].startswith("appinfra")]
+        annotations = meta.get("annotations") or {}
+        state[key] = {
+            "generation": meta["generation"],
+            "spec": obj["spec"],
+            "annotations": {k: v for k, v in annotations.items() if "appinfra" in k},
+            "managedFields": ours,
+        }
+    return state
 
 
 # --- 3. OpenBao is down for a minute -----------------------------------------------
@@ -440,9 +478,10 @@ def test_openbao_outage_keeps_the_secret_backs_off_and_recovers(
         bao.start()  # same port, same root token; dev mode starts empty
     # Backoff from 1 s, doubling, full jitter in [d/2, d]: retries land at the earliest
     # 0.5, 1.5, 3.5, 7.5, 15.5, 31.5, 63.5 s after the first failure, so 60 s hold at
-    # most 7 attempts; +1 for the reconcile the Synced=False status write itself
-    # triggers, +1 for a refresh in flight when OpenBao stopped. One refresh every 2 s
-    # without backoff would be ~30; at least 4 shows it keeps trying.
+    # most 7 attempts; +1 for one immediate extra try on a watch event (such as the
+    # binding's own Synced=False status change), +1 for a refresh in flight when OpenBao
+    # stopped. One refresh every 2 s without backoff is ~30 (with the cap at 1 s: 81
+    # measured); at least 4 shows it keeps trying.
     print(f"{sent:g} OpenBao requests in {OUTAGE:g}s of outage")
     assert 4 <= sent <= 9, sent
     assert_alive(op)
@@ -542,12 +581,12 @@ def test_aws_throttling_and_503_keep_the_secret_cap_requests_and_recover(
             answered = [round(t - started, 1) for t, mode in proxy.log if mode != "forward"]
             print(f"{store}: {attempts:g} attempts, {len(answered)} requests at {answered}")
             # Backoff from 1 s (see the OpenBao test): at most 6 attempts fit in 30 s, +1
-            # for the reconcile the Synced=False status write triggers, +1 in flight. A
-            # refresh every 2 s without backoff would be 15.
+            # for an immediate extra try on a watch event, +1 in flight. A refresh every
+            # 2 s without backoff would be 15.
             assert 3 <= attempts <= 8, (store, attempts, answered)
             # botocore's standard mode retries a throttled or 503 call inside one attempt;
             # the operator configures retries={"max_attempts": 2}, at most 3 requests.
-            assert len(answered) <= 3 * attempts, (store, attempts, answered)
+            assert len(answered) <= 2 * attempts, (store, attempts, answered)  # one retry
 
         for store in proxies:
             wait_condition(kube, SB, AWS_NS, store, "Synced", "True", "Synced", timeout=120)
@@ -560,6 +599,27 @@ def test_aws_throttling_and_503_keep_the_secret_cap_requests_and_recover(
     finally:
         throttle.stop()
         unavailable.stop()
+
+
+def test_aws_a_throttled_call_is_retried_once_inside_an_attempt(
+    kube: Cluster, moto_endpoint: str, launch: Launch
+) -> None:
+    ns = "aws-retry"
+    namespaces(kube, ns)
+    proxy = FaultProxy(moto_endpoint).start()
+    try:
+        config = {"secretStores": {"aws-retry": aws_store(proxy.endpoint, ns)}}
+        op = launch("operator-aws-retry", [ns], config, APPINFRA_BACKOFF_BASE_SECONDS="1")
+        proxy.mode = "throttle"
+        data = [{"secretKey": "T", "remoteRef": {"key": f"{ns}/any", "property": "t"}}]
+        apply(kube, binding(ns, "retry", "aws-retry", data=data))
+        wait_condition(kube, SB, ns, "retry", "Synced", "False", "BackendUnavailable", 30)
+        settle(proxy)
+        attempts, sent = failed_attempts(op, "aws-retry"), proxy.count("throttle")
+        assert attempts >= 1
+        assert sent <= 2 * attempts, f"{sent:g} requests for {attempts:g} attempts"
+    finally:
+        proxy.stop()
 
 
 # --- 5. hostile input -------------------------------------------------------------
@@ -599,18 +659,12 @@ def hostile(kube: Cluster, bao: Bao, moto_endpoint: str, faults_dir: Path) -> It
     scope = ("hostile-*", "after-*")
     config = {"secretStores": {"bao": vault_store(bao, *scope),
                                "aws": aws_store(moto_endpoint, *scope)}}  # fmt: skip
-    home = faults_dir / "operator-hostile"
-    home.mkdir(exist_ok=True)
-    (home / "operator-config.yaml").write_text(yaml.safe_dump(config))
-    op = Operator(kube, home, "operator-hostile", *[a for n in HOSTILE_NS for a in ("-n", n)])
-    op.process.argv.remove("--all-namespaces")
-    op.process.env.update({"APPINFRA_RESYNC_SECONDS": "600", "APPINFRA_BACKOFF_BASE_SECONDS": "1"})
-    op.start()
+    op = new_operator(kube, faults_dir, "operator-hostile", HOSTILE_NS, config,
+                      APPINFRA_BACKOFF_BASE_SECONDS="1").start()  # fmt: skip
     try:
         yield Hostile(kube, op, bao, moto_endpoint)
     finally:
-        op.stop()
-        _forget(op.process)
+        stop_operator(op)
 
 
 MIB = 1024 * 1024
@@ -642,7 +696,7 @@ def test_one_mebibyte_config_gets_a_clear_status(hostile: Hostile) -> None:
     if accepted["status"] == "False":  # refused up front
         assert accepted["reason"] == "Invalid" and "spec.config" in accepted["message"]
     else:  # tried, and the API server said no: the status says what and why
-        assert ready["reason"] == "ApplyFailed", ready
+        assert ready["reason"] not in ("", "Reconciled"), ready
         assert "over-config" in ready["message"] and "1048576" in ready["message"], ready
     assert len(ready["message"]) < 2048  # it names the limit, it does not echo the data
     assert get(cluster, "configmap", ns, "over-config") is None
@@ -683,30 +737,19 @@ def test_template_sandbox_escapes_are_invalid_and_named(hostile: Hostile) -> Non
     hostile.still_serving("sandbox")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="operator bug: render_template does not catch MemoryError, so a template such "
-    "as {{ 'a' * 2**40 }} fails the reconcile with a traceback and no status at all",
-)
 def test_template_that_exhausts_memory_is_invalid(hostile: Hostile) -> None:
     ns, cluster = "hostile-memory", hostile.cluster
     # 1 TiB cannot be allocated, so this fails at once instead of eating the machine.
     config = {"files": {"huge.txt": "{{ 'a' * 2**40 }}"}}
     apply(cluster, idle_deployment(ns, "huge"), profile(ns, "huge", "huge", config=config))
     try:
-        sp = wait_condition(cluster, SP, ns, "huge", "Accepted", "False", "Invalid", timeout=30)
+        sp = wait_condition(cluster, SP, ns, "huge", "Accepted", "False", "Invalid", timeout=20)
         assert "config.files.huge.txt" in condition(sp, "Accepted")["message"]
     finally:
         hostile.still_serving("memory")
 
 
 DEPTH = 10_000
-RECURSION_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="operator bug: a remote secret nested deeper than Python's recursion limit makes "
-    "json decoding raise RecursionError, which the providers do not catch: the binding "
-    "never gets Synced=False, only a traceback in the log and endless retries",
-)
 
 
 def nested_objects(depth: int) -> str:
@@ -734,9 +777,9 @@ def write_raw(bao: Bao, path: str, secret_json: str) -> None:
     [
         # OpenBao refuses documents nested 10,000 deep (Go's limit, its request wrapper
         # included) and with more than ~1,000 strings, so: arrays, 9,990 deep.
-        pytest.param("vault-10000", marks=RECURSION_BUG),
+        "vault-10000",
         # Secrets Manager holds a string: 10,000 nested objects (60 kB, under the 64 KiB cap).
-        pytest.param("aws-10000", marks=RECURSION_BUG),
+        "aws-10000",
         # A control Python can parse: the operator's own depth limit (32) must refuse it.
         "vault-40",
     ],
@@ -759,7 +802,7 @@ def test_deeply_nested_secret_json_is_refused_with_a_clear_message(
     data = [{"secretKey": "X", "remoteRef": {"key": key, "property": prop}}]
     apply(cluster, binding(ns, case, store, data=data))
     try:
-        sb = wait_condition(cluster, SB, ns, case, "Synced", "False", timeout=30)
+        sb = wait_condition(cluster, SB, ns, case, "Synced", "False", timeout=20)
         message = condition(sb, "Synced")["message"]
         assert key in message and ("deep" in message or "nest" in message), message
         assert get(cluster, "secret", ns, case) is None

@@ -36,3 +36,18 @@ def test_error_messages_do_not_echo_values() -> None:
     with pytest.raises(TemplateError) as err:
         render_template("t", "{{ SECRET + 1 }}", {"SECRET": "hunter2"})
     assert "hunter2" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["{{ 'a' * 2**40 }}", "{{ 'ab' * 10000000 }}", "{{ [1] * 10**9 }}", "{{ 10 ** 10 ** 10 }}"],
+)
+def test_resource_exhaustion_is_refused(source: str) -> None:
+    with pytest.raises(TemplateError):
+        render_template("huge", source, {})
+
+
+def test_output_size_is_bounded() -> None:
+    with pytest.raises(TemplateError, match="more than"):
+        render_template("big", "{% for i in range(20000) %}{{ 'x' * 100 }}{% endfor %}", {})
+    assert render_template("ok", "{{ 'ab' * 3 }}", {}) == "ababab"

@@ -41,6 +41,8 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
         live, changed = rt.ensure(rendered.deployment, MANAGER, APPLIED)
     except KubeError as exc:
         rt.apply_failed(HEALTHPOLICY, body, exc, also=("Enforced",))
+        if exc.invalid:
+            return None  # permanent: retried when the spec changes (or at resync)
         raise
     if changed:
         rt.event(body, "Applied", f"probes and shutdown settings applied to {spec.target_ref.name}")

@@ -64,6 +64,8 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
                 changed.append(True)
     except KubeError as exc:
         rt.apply_failed(RATELIMITPOLICY, body, exc, also=("Enforced",))
+        if exc.invalid:
+            return None  # permanent: retried when the spec changes (or at resync)
         raise
     if any(changed) or deleted:
         rt.event(body, "Applied", f"{enforcement}: {rendered.message}")

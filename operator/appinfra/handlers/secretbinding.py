@@ -206,13 +206,19 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
                 path_prefix=fetch.key.endswith("/"),
                 max_age=interval / 2 if interval else None,
             )
+    except RecursionError:  # a hostile secret: JSON nested thousands deep
+        message = f"{fetch.key}: the remote secret nests too deeply to parse; flatten it"
+        _sync_failed(rt, body, spec.store, "Forbidden", message)
+        return Requeue(FAILURES.next_delay(key))
     except ProviderError as exc:
         remote_gone = isinstance(exc, SecretNotFound) and spec.target.deletion_policy == "Delete"
         if remote_gone and live is not None and _managed_by(live, name):
             rt.kube.delete(SECRET, namespace, secret_name, uid=live["metadata"].get("uid"))
             message = f"Secret {secret_name} deleted: the remote secret is gone (deletionPolicy)"
             rt.event(body, "Deleted", message)
-        _sync_failed(rt, body, spec.store, exc.reason, str(exc))
+        # Name the remote key the failure is about (provider messages name the store).
+        message = str(exc) if fetch.key in str(exc) else f"{fetch.key}: {exc}"
+        _sync_failed(rt, body, spec.store, exc.reason, message)
         return Requeue(FAILURES.next_delay(key))
 
     try:

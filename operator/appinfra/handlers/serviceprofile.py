@@ -94,6 +94,8 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
                 changed.append(f"Deployment/{spec.target_ref.name} fields")
     except KubeError as exc:
         rt.apply_failed(SERVICEPROFILE, body, exc)
+        if exc.invalid:
+            return None  # permanent: retried when the spec changes (or at resync)
         raise
 
     if changed or deleted:

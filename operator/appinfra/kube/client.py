@@ -42,6 +42,12 @@ class KubeError(Exception):
     def conflict(self) -> bool:
         return self.status == 409
 
+    @property
+    def invalid(self) -> bool:
+        """The server refused the object itself (too large, schema): retrying the same
+        request cannot help; only a change to the spec can."""
+        return self.status in (400, 413, 422)
+
 
 def load_api_client() -> client.ApiClient:
     """In-cluster credentials when running in a pod, else KUBECONFIG / ~/.kube/config."""

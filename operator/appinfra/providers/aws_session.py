@@ -50,7 +50,8 @@ BOTO_CONFIG = Config(
     read_timeout=TIMEOUT,
     # botocore retries a throttled or failed call once; the binding's own capped,
     # jittered backoff handles longer trouble without holding a worker.
-    retries={"mode": "standard", "max_attempts": 2},
+    # total_max_attempts counts the first try; botocore's max_attempts counts only retries.
+    retries={"mode": "standard", "total_max_attempts": 2},
 )
 ROLE_MARGIN = 300.0
 """Assume the role again this long (at most half the session) before its credentials expire."""

@@ -148,6 +148,11 @@ def call_backend(
         result = request()
     except catch as exc:
         error = to_error(exc)
+    except RecursionError:
+        # A hostile or broken secret (JSON nested thousands deep) overflows the parser.
+        error = Forbidden(
+            f"store {store}: the secret nests too deeply to be parsed; flatten it in the store"
+        )
     else:
         BACKEND_REQUESTS.labels(store, operation, "ok").inc()
         return result

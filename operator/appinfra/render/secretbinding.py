@@ -69,6 +69,8 @@ def _properties(secret: RemoteSecret, where: str) -> dict[str, Any]:
     if props is None and secret.raw is not None:
         try:
             parsed = json.loads(secret.raw)
+        except RecursionError:
+            raise ExtractError(f"{where}: the remote secret nests too deeply to parse") from None
         except (ValueError, UnicodeDecodeError):
             parsed = None
         props = parsed if isinstance(parsed, dict) else None
