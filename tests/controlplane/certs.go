@@ -29,6 +29,8 @@ type pki struct {
 	servingCert, servingKey string // kube-apiserver's TLS certificate
 	adminCert, adminKey     string // O=system:masters, CN=kubernetes-admin
 	kcmCert, kcmKey         string // CN=system:kube-controller-manager
+	schedulerCert, schedKey string // CN=system:kube-scheduler
+	nodesCert, nodesKey     string // the node simulator: O=system:masters, CN=controlplane:nodes
 	saKey, saPub            string // service-account token signing key pair
 }
 
@@ -40,37 +42,96 @@ func newPKI(dir string) *pki {
 		servingCert: p("apiserver.crt"), servingKey: p("apiserver.key"),
 		adminCert: p("admin.crt"), adminKey: p("admin.key"),
 		kcmCert: p("controller-manager.crt"), kcmKey: p("controller-manager.key"),
+		schedulerCert: p("scheduler.crt"), schedKey: p("scheduler.key"),
+		nodesCert: p("nodes.crt"), nodesKey: p("nodes.key"),
 		saKey: p("sa.key"), saPub: p("sa.pub"),
 	}
 }
 
-func (p *pki) files() []string {
-	return []string{p.caCert, p.caKey, p.servingCert, p.servingKey, p.adminCert,
-		p.adminKey, p.kcmCert, p.kcmKey, p.saKey, p.saPub}
+// leafSpec describes one certificate signed by the CA.
+type leafSpec struct {
+	cert, key string
+	subject   pkix.Name
+	usage     x509.ExtKeyUsage
+	dns       []string
+	ips       []net.IP
 }
 
-// ensure reuses an existing, complete and unexpired set of files, and
-// otherwise generates a fresh one.
+func (p *pki) leaves() []leafSpec {
+	client := func(cert, key, cn string, groups ...string) leafSpec {
+		return leafSpec{cert: cert, key: key, usage: x509.ExtKeyUsageClientAuth,
+			subject: pkix.Name{CommonName: cn, Organization: groups}}
+	}
+	return []leafSpec{
+		// The serving cert covers loopback (how tests connect) plus the
+		// in-cluster names and the first service IP, as a real cluster's does.
+		{cert: p.servingCert, key: p.servingKey, usage: x509.ExtKeyUsageServerAuth,
+			subject: pkix.Name{CommonName: "kube-apiserver"},
+			dns:     []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
+			ips:     []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1"), net.ParseIP(firstServiceIP)}},
+		client(p.adminCert, p.adminKey, "kubernetes-admin", "system:masters"),
+		client(p.kcmCert, p.kcmKey, "system:kube-controller-manager"),
+		client(p.schedulerCert, p.schedKey, "system:kube-scheduler"),
+		// The simulator writes Nodes, Leases and Pod status for many nodes;
+		// the Node authorizer would tie a system:node:NAME identity to one
+		// node, so this test tool simply gets cluster-admin rights.
+		client(p.nodesCert, p.nodesKey, "controlplane:nodes", "system:masters"),
+	}
+}
+
+// ensure reuses the CA if it is complete and unexpired (and then every
+// other file that is too), and generates whatever is missing: a data dir
+// kept by an older build that lacks a newer certificate gets just that one.
+// reused reports whether the CA was reused.
 func (p *pki) ensure() (reused bool, err error) {
-	if p.usable() {
+	if err := os.MkdirAll(p.dir, 0o700); err != nil {
+		return false, err
+	}
+	ca, caKey, err := loadPair(p.caCert, p.caKey)
+	reused = err == nil
+	if !reused {
+		if ca, caKey, err = p.generateCA(); err != nil {
+			return false, err
+		}
+	}
+	for _, l := range p.leaves() {
+		if reused && pairUsable(l.cert, l.key) {
+			continue
+		}
+		if err := p.generateLeaf(l, ca, caKey); err != nil {
+			return false, err
+		}
+	}
+	if reused && fileExists(p.saKey) && fileExists(p.saPub) {
 		return true, nil
 	}
-	return false, p.generate()
+	return reused, p.generateSA()
 }
 
-func (p *pki) usable() bool {
-	for _, f := range p.files() {
-		if _, err := os.Stat(f); err != nil {
-			return false
-		}
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+func pairUsable(certPath, keyPath string) bool {
+	c, err := tls.LoadX509KeyPair(certPath, keyPath)
+	return err == nil && time.Now().Add(24*time.Hour).Before(c.Leaf.NotAfter)
+}
+
+// loadPair loads a usable (complete, unexpired) certificate and its key.
+func loadPair(certPath, keyPath string) (*x509.Certificate, crypto.Signer, error) {
+	if !pairUsable(certPath, keyPath) {
+		return nil, nil, errors.New("missing or expiring: " + certPath)
 	}
-	for _, pair := range [][2]string{{p.servingCert, p.servingKey}, {p.adminCert, p.adminKey}, {p.kcmCert, p.kcmKey}} {
-		c, err := tls.LoadX509KeyPair(pair[0], pair[1])
-		if err != nil || time.Now().Add(24*time.Hour).After(c.Leaf.NotAfter) {
-			return false
-		}
+	c, err := tls.LoadX509KeyPair(certPath, keyPath)
+	if err != nil {
+		return nil, nil, err
 	}
-	return true
+	signer, ok := c.PrivateKey.(crypto.Signer)
+	if !ok {
+		return nil, nil, errors.New("not a signing key: " + keyPath)
+	}
+	return c.Leaf, signer, nil
 }
 
 // Certificates are short-lived test material; a year is far longer than
@@ -80,15 +141,14 @@ const (
 	leafValidity = 365 * 24 * time.Hour
 )
 
-func (p *pki) generate() error {
-	if err := os.MkdirAll(p.dir, 0o700); err != nil {
-		return err
-	}
-	now := time.Now().Add(-time.Hour) // tolerate small clock differences
+// notBefore tolerates small clock differences.
+func notBefore() time.Time { return time.Now().Add(-time.Hour) }
 
+func (p *pki) generateCA() (*x509.Certificate, crypto.Signer, error) {
+	now := notBefore()
 	caKey, err := newKey()
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	caTmpl := &x509.Certificate{
 		Subject:               pkix.Name{CommonName: "controlplane-ca"},
@@ -100,55 +160,43 @@ func (p *pki) generate() error {
 	}
 	caDER, err := sign(caTmpl, caTmpl, caKey.Public(), caKey)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	ca, err := x509.ParseCertificate(caDER)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	if err := writeCertKey(p.caCert, p.caKey, caDER, caKey); err != nil {
-		return err
+		return nil, nil, err
 	}
+	return ca, caKey, nil
+}
 
-	leaf := func(certPath, keyPath string, subject pkix.Name, usage x509.ExtKeyUsage, dns []string, ips []net.IP) error {
-		key, err := newKey()
-		if err != nil {
-			return err
-		}
-		der, err := sign(&x509.Certificate{
-			Subject:     subject,
-			NotBefore:   now,
-			NotAfter:    now.Add(leafValidity),
-			KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-			ExtKeyUsage: []x509.ExtKeyUsage{usage},
-			DNSNames:    dns,
-			IPAddresses: ips,
-		}, ca, key.Public(), caKey)
-		if err != nil {
-			return err
-		}
-		return writeCertKey(certPath, keyPath, der, key)
+func (p *pki) generateLeaf(l leafSpec, ca *x509.Certificate, caKey crypto.Signer) error {
+	now := notBefore()
+	key, err := newKey()
+	if err != nil {
+		return err
 	}
+	der, err := sign(&x509.Certificate{
+		Subject:     l.subject,
+		NotBefore:   now,
+		NotAfter:    now.Add(leafValidity),
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage: []x509.ExtKeyUsage{l.usage},
+		DNSNames:    l.dns,
+		IPAddresses: l.ips,
+	}, ca, key.Public(), caKey)
+	if err != nil {
+		return err
+	}
+	return writeCertKey(l.cert, l.key, der, key)
+}
 
-	// The serving cert covers loopback (how tests connect) plus the
-	// in-cluster names and the first service IP, as a real cluster's does.
-	if err := leaf(p.servingCert, p.servingKey, pkix.Name{CommonName: "kube-apiserver"}, x509.ExtKeyUsageServerAuth,
-		[]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
-		[]net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1"), net.ParseIP(firstServiceIP)}); err != nil {
-		return err
-	}
-	if err := leaf(p.adminCert, p.adminKey, pkix.Name{CommonName: "kubernetes-admin", Organization: []string{"system:masters"}},
-		x509.ExtKeyUsageClientAuth, nil, nil); err != nil {
-		return err
-	}
-	if err := leaf(p.kcmCert, p.kcmKey, pkix.Name{CommonName: "system:kube-controller-manager"},
-		x509.ExtKeyUsageClientAuth, nil, nil); err != nil {
-		return err
-	}
-
-	// Service-account tokens: kube-apiserver signs them (private key) and
-	// verifies them (public key); kube-controller-manager signs legacy
-	// token Secrets with the same private key.
+// generateSA writes the service-account token key pair: kube-apiserver
+// signs tokens with the private key and verifies them with the public one;
+// kube-controller-manager signs legacy token Secrets with the same private key.
+func (p *pki) generateSA() error {
 	saKey, err := newKey()
 	if err != nil {
 		return err

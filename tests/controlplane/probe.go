@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -64,6 +65,51 @@ func (p *prober) defaultServiceAccountExists(ctx context.Context) error {
 	}
 	if code != http.StatusOK {
 		return fmt.Errorf("default ServiceAccount: %d %.200s", code, body)
+	}
+	return nil
+}
+
+// nodesReady checks that every named Node reports Ready=True with a
+// heartbeat not older than since (so from this run's simulator, not left
+// over in kept etcd data), and carries no NoSchedule/NoExecute taint (the
+// not-ready taint the apiserver adds at creation is gone).
+func (p *prober) nodesReady(ctx context.Context, names []string, since time.Time) error {
+	for _, name := range names {
+		code, body, err := p.get(ctx, "/api/v1/nodes/"+name)
+		if err != nil {
+			return err
+		}
+		if code != http.StatusOK {
+			return fmt.Errorf("node %s: %d %.200s", name, code, body)
+		}
+		var node struct {
+			Spec struct {
+				Taints []struct{ Key, Effect string }
+			}
+			Status struct {
+				Conditions []struct {
+					Type, Status      string
+					LastHeartbeatTime time.Time
+				}
+			}
+		}
+		if err := json.Unmarshal([]byte(body), &node); err != nil {
+			return fmt.Errorf("node %s: %w", name, err)
+		}
+		ready := false
+		for _, c := range node.Status.Conditions {
+			if c.Type == "Ready" && c.Status == "True" && !c.LastHeartbeatTime.Before(since.Truncate(time.Second)) {
+				ready = true
+			}
+		}
+		if !ready {
+			return fmt.Errorf("node %s is not Ready (yet)", name)
+		}
+		for _, t := range node.Spec.Taints {
+			if t.Effect == "NoSchedule" || t.Effect == "NoExecute" {
+				return fmt.Errorf("node %s still has taint %s:%s", name, t.Key, t.Effect)
+			}
+		}
 	}
 	return nil
 }

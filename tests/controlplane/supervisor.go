@@ -34,6 +34,9 @@ type upOptions struct {
 	timeout        time.Duration
 	apiserverArgs  stringList
 	controllerArgs stringList
+	schedulerArgs  stringList
+	nodesArgs      stringList
+	nodes          int
 }
 
 // stringList is a repeatable string flag.
@@ -54,11 +57,14 @@ func runUp(args []string) int {
 	fs.DurationVar(&o.timeout, "timeout", 3*time.Minute, "how long to wait for the control plane to become ready")
 	fs.Var(&o.apiserverArgs, "apiserver-arg", "extra kube-apiserver flag, e.g. --apiserver-arg=--v=4 (repeatable; later flags win)")
 	fs.Var(&o.controllerArgs, "controller-manager-arg", "extra kube-controller-manager flag (repeatable; later flags win)")
+	fs.IntVar(&o.nodes, "nodes", defaultNodeCount, fmt.Sprintf("simulated nodes (0..%d); 0 runs neither kube-scheduler nor the node simulator, so Pods stay Pending", maxNodeCount))
+	fs.Var(&o.schedulerArgs, "scheduler-arg", "extra kube-scheduler flag (repeatable; later flags win)")
+	fs.Var(&o.nodesArgs, "nodes-arg", `extra node simulator flag, e.g. --nodes-arg=--ready-delay=3s (repeatable; see "controlplane nodes -h"; set the count with --nodes)`)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if o.kubeconfig == "" || fs.NArg() != 0 {
-		fmt.Fprintln(os.Stderr, "controlplane up: --kubeconfig is required and no positional arguments are accepted")
+	if o.kubeconfig == "" || fs.NArg() != 0 || o.nodes < 0 || o.nodes > maxNodeCount {
+		fmt.Fprintf(os.Stderr, "controlplane up: --kubeconfig is required, --nodes must be 0..%d, and no positional arguments are accepted\n", maxNodeCount)
 		fs.Usage()
 		return 2
 	}
@@ -97,6 +103,8 @@ type supervisor struct {
 	etcd        *embed.Etcd
 	apiserver   *child
 	kcm         *child
+	scheduler   *child // nil with --nodes 0
+	nodes       *child // the node simulator; nil with --nodes 0
 	signals     chan os.Signal
 	force       chan struct{} // closed by a second signal: stop waiting, kill
 }
@@ -137,13 +145,18 @@ func (s *supervisor) run() error {
 	if err := os.MkdirAll(s.logDir, 0o755); err != nil {
 		return err
 	}
+	components := []string{"etcd", "kube-apiserver", "kube-controller-manager"}
+	if o.nodes > 0 {
+		components = append(components, "kube-scheduler", "nodes")
+	}
 	logs := map[string]string{}
-	for _, c := range []string{"etcd", "kube-apiserver", "kube-controller-manager"} {
+	var logLine strings.Builder
+	for _, c := range components {
 		logs[c] = filepath.Join(s.logDir, c+".log")
+		fmt.Fprintf(&logLine, " %s=%s", c, logs[c])
 	}
 	fmt.Printf("data-dir %s\n", s.dataDir)
-	fmt.Printf("logs etcd=%s kube-apiserver=%s kube-controller-manager=%s\n",
-		logs["etcd"], logs["kube-apiserver"], logs["kube-controller-manager"])
+	fmt.Printf("logs%s\n", logLine.String())
 
 	s.pki = newPKI(filepath.Join(s.dataDir, "pki"))
 	reused, err := s.pki.ensure()
@@ -180,6 +193,16 @@ func (s *supervisor) run() error {
 	if err := writeKubeconfig(kcmKubeconfig, server, s.pki.caCert, s.pki.kcmCert, s.pki.kcmKey, "system:kube-controller-manager"); err != nil {
 		return err
 	}
+	schedulerKubeconfig := filepath.Join(s.dataDir, "kube-scheduler.kubeconfig")
+	nodesKubeconfig := filepath.Join(s.dataDir, "nodes.kubeconfig")
+	if o.nodes > 0 {
+		if err := writeKubeconfig(schedulerKubeconfig, server, s.pki.caCert, s.pki.schedulerCert, s.pki.schedKey, "system:kube-scheduler"); err != nil {
+			return err
+		}
+		if err := writeKubeconfig(nodesKubeconfig, server, s.pki.caCert, s.pki.nodesCert, s.pki.nodesKey, "controlplane:nodes"); err != nil {
+			return err
+		}
+	}
 
 	s.apiserver, err = startChild("kube-apiserver", logs["kube-apiserver"], append(s.apiserverFlags(port, etcdURL), o.apiserverArgs...))
 	if err != nil {
@@ -202,11 +225,39 @@ func (s *supervisor) run() error {
 	if err != nil {
 		return err
 	}
+	running := []*child{s.apiserver, s.kcm}
+	// Heartbeats have one-second precision.
+	nodesStart := time.Now().Add(-time.Second)
+	if o.nodes > 0 {
+		// Both only need a ready apiserver; they start alongside kcm, whose
+		// node-lifecycle controller lifts the not-ready taint off new nodes.
+		s.scheduler, err = startChild("kube-scheduler", logs["kube-scheduler"], append(s.schedulerFlags(schedulerKubeconfig), o.schedulerArgs...))
+		if err != nil {
+			return err
+		}
+		s.nodes, err = startChild("nodes", logs["nodes"], append(s.nodesFlags(nodesKubeconfig), o.nodesArgs...))
+		if err != nil {
+			return err
+		}
+		running = append(running, s.scheduler, s.nodes)
+	}
 	// The default ServiceAccount appears once kcm's controllers run; waiting
 	// for it means tests can create Pods (ServiceAccount admission needs it)
 	// and rely on controllers from the first request.
-	if err := s.waitFor(ctx, "kube-controller-manager (default ServiceAccount)", probe.defaultServiceAccountExists, s.apiserver, s.kcm); err != nil {
+	if err := s.waitFor(ctx, "kube-controller-manager (default ServiceAccount)", probe.defaultServiceAccountExists, running...); err != nil {
 		return err
+	}
+	if o.nodes > 0 {
+		// Ready, heartbeat from this run, and schedulable (no taint left):
+		// a Deployment created right after "ready" gets scheduled at once.
+		names := make([]string, o.nodes)
+		for i := range names {
+			names[i] = nodeName(i + 1)
+		}
+		check := func(ctx context.Context) error { return probe.nodesReady(ctx, names, nodesStart) }
+		if err := s.waitFor(ctx, fmt.Sprintf("%d nodes Ready and untainted", o.nodes), check, running...); err != nil {
+			return err
+		}
 	}
 
 	if err := writeKubeconfig(s.kubeconfig, server, s.pki.caCert, s.pki.adminCert, s.pki.adminKey, "kubernetes-admin"); err != nil {
@@ -223,6 +274,10 @@ func (s *supervisor) run() error {
 		return s.apiserver.unexpectedExit()
 	case <-s.kcm.done:
 		return s.kcm.unexpectedExit()
+	case <-s.schedulerDone():
+		return s.scheduler.unexpectedExit()
+	case <-s.nodesDone():
+		return s.nodes.unexpectedExit()
 	case err := <-s.etcd.Err():
 		return fmt.Errorf("etcd failed: %w (log: %s)", err, logs["etcd"])
 	}
@@ -249,10 +304,42 @@ func (s *supervisor) apiserverFlags(port int, etcdURL string) []string {
 		"--allow-privileged=true",
 		// The "kubernetes" Service's Endpoints would have to point at
 		// 127.0.0.1, which Endpoints validation rejects; nothing in-cluster
-		// needs them (there are no nodes or pods running).
+		// needs them (no Pod runs for real, not even on simulated nodes).
 		"--endpoint-reconciler-type=none",
 		// Tests stop the control plane often; do not linger on shutdown.
 		"--shutdown-delay-duration=0s",
+	}
+}
+
+// schedulerDone and nodesDone never fire when the component is not running.
+func (s *supervisor) schedulerDone() <-chan struct{} {
+	if s.scheduler == nil {
+		return nil
+	}
+	return s.scheduler.done
+}
+
+func (s *supervisor) nodesDone() <-chan struct{} {
+	if s.nodes == nil {
+		return nil
+	}
+	return s.nodes.done
+}
+
+func (s *supervisor) schedulerFlags(kubeconfig string) []string {
+	return []string{
+		"--kubeconfig=" + kubeconfig,
+		"--leader-elect=false",
+		// As for kcm: no HTTPS endpoint of its own (so no authn/authz
+		// kubeconfigs either), one port less to find.
+		"--secure-port=0",
+	}
+}
+
+func (s *supervisor) nodesFlags(kubeconfig string) []string {
+	return []string{
+		"--kubeconfig=" + kubeconfig,
+		"--count=" + strconv.Itoa(s.opts.nodes),
 	}
 }
 
@@ -267,8 +354,8 @@ func (s *supervisor) controllerManagerFlags(kubeconfig string) []string {
 		"--authorization-kubeconfig=" + kubeconfig,
 		// Every controller enabled by default (deployment, replicaset,
 		// garbage-collector, namespace, serviceaccount, serviceaccount-token,
-		// ...). v1.37 has no cloud-provider controllers left in kcm, and the
-		// node ones are idle without nodes.
+		// node-lifecycle, ...). v1.37 has no cloud-provider controllers left
+		// in kcm; the node ones are idle without (simulated) nodes.
 		"--controllers=*",
 		"--service-account-private-key-file=" + p.saKey,
 		"--root-ca-file=" + p.caCert,
@@ -330,9 +417,10 @@ func (s *supervisor) waitFor(ctx context.Context, what string, check func(contex
 	}
 }
 
-// teardown stops whatever was started, in reverse dependency order:
-// controller-manager, apiserver, then etcd (the apiserver needs etcd to shut
-// down cleanly). A second signal during teardown skips the grace periods.
+// teardown stops whatever was started, in reverse dependency order: node
+// simulator, scheduler, controller-manager, apiserver, then etcd (the
+// apiserver needs etcd to shut down cleanly). A second signal during teardown
+// skips the grace periods.
 func (s *supervisor) teardown() {
 	go func() {
 		if s.signals == nil {
@@ -350,6 +438,12 @@ func (s *supervisor) teardown() {
 	}()
 	if s.kubeconfig != "" {
 		_ = os.Remove(s.kubeconfig)
+	}
+	if s.nodes != nil {
+		s.nodes.stop(10*time.Second, s.force)
+	}
+	if s.scheduler != nil {
+		s.scheduler.stop(10*time.Second, s.force)
 	}
 	if s.kcm != nil {
 		s.kcm.stop(10*time.Second, s.force)
@@ -376,7 +470,7 @@ func (s *supervisor) removeData() {
 		}
 		return
 	}
-	for _, p := range []string{"etcd", "pki", "logs", "flexvolume", "kube-controller-manager.kubeconfig"} {
+	for _, p := range []string{"etcd", "pki", "logs", "flexvolume", "kube-controller-manager.kubeconfig", "kube-scheduler.kubeconfig", "nodes.kubeconfig"} {
 		if err := os.RemoveAll(filepath.Join(s.dataDir, p)); err != nil {
 			log.Printf("removing %s: %v", p, err)
 		}
