@@ -47,13 +47,13 @@ crds: venv
 	cp crds/*.yaml charts/appinfra/crds/
 
 lint: venv
-	$(VENV)/bin/ruff check operator tests
-	$(VENV)/bin/ruff format --check operator tests
+	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/ruff format --check operator tests bench
 	$(VENV)/bin/mypy
 
 format: venv
-	$(VENV)/bin/ruff check --fix operator tests
-	$(VENV)/bin/ruff format operator tests
+	$(VENV)/bin/ruff check --fix operator tests bench
+	$(VENV)/bin/ruff format operator tests bench
 
 test-unit: venv helm
 	hack/pytest.sh tests/unit $(PYTEST_ARGS)

@@ -178,6 +178,71 @@ class BenchOperator:
         self.op.stop()
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat after the command name: [state, ppid, pgrp, session, ...]."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text.rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process (all its threads), in seconds."""
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _label(pid: int) -> str:
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    for name in (b"kube-apiserver", b"kube-controller-manager"):
+        if name in argv[:2]:
+            return name.decode()
+    return "etcd+supervisor" if b"up" in argv[:2] else Path(argv[0].decode()).name
+
+
+def cpu_by_process(sessions: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of every process in the given sessions (the servers run in their
+    own sessions), labelled by role, plus this process."""
+    wanted = {sid: name for name, sid in sessions.items()}
+    out: dict[str, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            sid = int(_stat_fields(pid)[3])
+            if sid in wanted:
+                label = _label(pid) if wanted[sid] == "controlplane" else wanted[sid]
+                out[label] = out.get(label, 0.0) + cpu_seconds(pid)
+    times = os.times()
+    out["bench"] = times.user + times.system
+    return out
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: round(v - before.get(k, 0.0), 1) for k, v in sorted(after.items())}
+
+
+def revision() -> str:
+    """The commit measured, with "+modified" when operator/ has uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "operator"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    return head + ("+modified" if dirty else "")  # fmt: skip
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     mem_kib = 0

@@ -71,7 +71,9 @@ def object_path(obj: Obj, collection: bool = False) -> str:
 class Api:
     def __init__(self, kubeconfig: Path, pool: int = 32, timeout: float = 60):
         cfg = client.Configuration()
-        config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=str(kubeconfig), client_configuration=cfg
+        )
         cfg.connection_pool_maxsize = pool
         self.api = client.ApiClient(cfg)
         self.timeout = timeout
@@ -79,7 +81,7 @@ class Api:
         self._lock = threading.Lock()
 
     def close(self) -> None:
-        self.api.close()
+        self.api.close()  # type: ignore[no-untyped-call]
 
     def raw(
         self,

@@ -5,11 +5,11 @@ its Deployment, Ingress, ServiceProfile, SecretBinding, HealthPolicy and
 RateLimitPolicy all share that name.
 
 Deployments are paused with 0 replicas. There are no nodes to run pods, and
-kube-controller-manager's client is limited to 20 requests/s: with live
-Deployments it would spend minutes creating a ReplicaSet per Deployment and per
-template change, in the background of every measurement. Paused, a spec change
-costs it one status update; at 0 replicas the HPA controller leaves it alone.
-The operator and the plain client see ordinary Deployments either way.
+kube-controller-manager works through Deployments slowly (a few per second on
+2 cores, its client limited to 20 requests/s), so it runs in the background of
+every measurement; paused, a template change costs it one status update instead
+of a new ReplicaSet. At 0 replicas the HPA controller leaves a Deployment alone.
+The operator and the plain client treat them as any Deployment.
 """
 
 from __future__ import annotations

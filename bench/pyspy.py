@@ -7,6 +7,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ class Recorder:
         self.log = out.with_suffix(".log")
         self.argv = [
             exe, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw",
-            "--nolineno", "--nonblocking", "--output", str(out),
+            "--nolineno", "--nonblocking", "--gil", "--output", str(out),
         ]  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -51,13 +52,14 @@ class Recorder:
 
 
 def _package(file: str) -> str:
-    """A coarse owner of a frame: appinfra, a third-party distribution, or stdlib:<module>."""
-    if "/appinfra/" in file or file.startswith("appinfra/"):
-        return "appinfra"
-    if "site-packages/" in file:
-        return file.split("site-packages/", 1)[1].split("/", 1)[0].removesuffix(".py")
-    name = file.rsplit("/python3.11/", 1)[-1] if "/python3.11/" in file else file
-    return "stdlib:" + name.split("/", 1)[0].removesuffix(".py")
+    """A coarse owner of a frame: appinfra, a third-party distribution, or stdlib:<module>.
+    py-spy shortens paths to what follows site-packages/ or the stdlib directory."""
+    for marker in ("site-packages/", "/operator/", "/python3.11/"):
+        if marker in file:
+            file = file.split(marker, 1)[1]
+            break
+    top = file.lstrip("/").split("/", 1)[0].removesuffix(".py")
+    return f"stdlib:{top}" if top in sys.stdlib_module_names else top
 
 
 def _short(frame: str) -> str:
@@ -77,6 +79,7 @@ def summarize(raw: Path, top: int = 20) -> dict[str, Any]:
     on the stack), plus the share of self samples per package."""
     self_counts: Counter[str] = Counter()
     incl_counts: Counter[str] = Counter()
+    ours: Counter[str] = Counter()
     packages: Counter[str] = Counter()
     total = 0
     for line in raw.read_text(errors="replace").splitlines():
@@ -94,8 +97,11 @@ def summarize(raw: Path, top: int = 20) -> dict[str, Any]:
         self_counts[_short(leaf)] += count
         match = _FRAME.match(leaf)
         packages[_package(match["file"]) if match else "?"] += count
-        for frame in {_short(f) for f in frames}:
-            incl_counts[frame] += count
+        for frame in set(frames):
+            incl_counts[_short(frame)] += count
+            match = _FRAME.match(frame)
+            if match and _package(match["file"]) == "appinfra":
+                ours[_short(frame)] += count
 
     def pct(items: list[tuple[str, int]]) -> list[dict[str, Any]]:
         return [
@@ -107,5 +113,6 @@ def summarize(raw: Path, top: int = 20) -> dict[str, Any]:
         "samples": total,
         "self": pct(self_counts.most_common(top)),
         "inclusive": pct(incl_counts.most_common(top)),
+        "appinfra_inclusive": pct(ours.most_common(top)),
         "packages": pct(packages.most_common(15)),
     }

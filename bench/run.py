@@ -85,22 +85,24 @@ def done_count(api: Api, plural: str, prefix: str) -> tuple[int, int]:
 
 
 def wait_done(
-    api: Api, plural: str, prefix: str, count: int, timeout: float, op: env.BenchOperator,
-    interval: float = 0.5,
-) -> float:  # fmt: skip
-    """Monotonic time all `count` were first seen done (one LIST per poll)."""
-    last = {"report": time.monotonic(), "done": -1}
-
-    def check() -> bool:
+    api: Api, plural: str, prefix: str, count: int, timeout: float, op: env.BenchOperator
+) -> float:
+    """Monotonic time all `count` were first seen done. One LIST per poll: every 2 s while
+    fewer than 90% are done, then every 0.5 s (a LIST of 1,000 objects costs the API
+    server real CPU, which the operator competes for; the end needs precision)."""
+    deadline = time.monotonic() + timeout
+    last_report = time.monotonic()
+    while time.monotonic() < deadline:
         op.healthy()  # raises if the operator died
         done, total = done_count(api, plural, prefix)
         now = time.monotonic()
-        if now - last["report"] >= 10:
+        if done >= count and total >= count:
+            return now
+        if now - last_report >= 10:
             say(f"  {plural}: {done}/{count} done")
-            last["report"] = now
-        return done >= count and total >= count
-
-    return wait_for(check, timeout, f"{count} {plural} done", interval)
+            last_report = now
+        time.sleep(0.5 if done >= 0.9 * count else 2.0)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {count} {plural} done")
 
 
 def wait_quiet(
@@ -121,26 +123,42 @@ def wait_quiet(
     raise TimeoutError(f"operator still reconciling after {timeout:.0f}s")
 
 
-def settle_deployments(api: Api, timeout: float = 300) -> None:
-    """Until kube-controller-manager has caught up with every Deployment (so its work does
-    not land inside a measurement)."""
+def spread(stamps: Any) -> float:
+    """Seconds between the earliest and the latest of some RFC 3339 timestamps."""
+    times = [datetime.datetime.strptime(t, "%Y-%m-%dT%H:%M:%SZ").timestamp() for t in stamps if t]
+    return max(times) - min(times) if times else 0.0
 
-    last = {"report": time.monotonic()}
 
-    def check() -> bool:
-        items = api.list("/apis/apps/v1/deployments")
-        behind = sum(
-            (d.get("status") or {}).get("observedGeneration") != d["metadata"]["generation"]
-            for d in items
+MANAGED = "app.kubernetes.io/managed-by=appinfra"
+WATCHED = (  # what the operator watches and caches (appinfra/handlers/watches.py)
+    *((objects.API, plural, "") for plural in KINDS),
+    ("apps/v1", "deployments", ""),
+    ("networking.k8s.io/v1", "ingresses", ""),
+    ("v1", "configmaps", MANAGED),
+    ("v1", "secrets", MANAGED),
+    ("autoscaling/v2", "horizontalpodautoscalers", MANAGED),
+    ("networking.k8s.io/v1", "networkpolicies", MANAGED),
+    ("policy/v1", "poddisruptionbudgets", MANAGED),
+)
+
+
+def watched_sizes(api: Api) -> dict[str, dict[str, int]]:
+    """Objects the operator's watches deliver, and their JSON size with and without
+    metadata.managedFields: what an informer cache holds, for reading the RSS number."""
+    out = {}
+    for version, plural, selector in WATCHED:
+        items = api.list(path(version, plural), **({"labelSelector": selector} if selector else {}))
+        size = sum(len(json.dumps(i, separators=(",", ":"))) for i in items)
+        managed = sum(
+            len(json.dumps(i["metadata"].get("managedFields", []), separators=(",", ":")))
+            for i in items
         )
-        if behind and time.monotonic() - last["report"] >= 15:
-            say(f"  kube-controller-manager: {behind} Deployments not yet observed")
-            last["report"] = time.monotonic()
-        return behind == 0
-
-    start = time.monotonic()
-    wait_for(check, timeout, "Deployments observed by the controller manager", 1.0)
-    say(f"  kube-controller-manager caught up in {time.monotonic() - start:.1f}s")
+        out[plural] = {
+            "count": len(items),
+            "json_kib": round(size / 1024),
+            "managed_fields_kib": round(managed / 1024),
+        }
+    return out
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -165,6 +183,7 @@ class Bench:
         self.results: dict[str, Any] = {}
         self.api: Api | None = None
         self.cluster: Cluster | None = None
+        self.plane_pid = 0
         self.stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
 
     def operator(self, name: str, **extra: str) -> env.BenchOperator:
@@ -176,9 +195,18 @@ class Bench:
         }
         return env.BenchOperator(self.cluster, self.workdir, self.procs, name, **settings)
 
+    def cpu(self, op: env.BenchOperator | None = None) -> dict[str, float]:
+        """CPU seconds so far: each control-plane process, the operator, the bench."""
+        sessions = {"controlplane": self.plane_pid}
+        if op is not None:
+            sessions["operator"] = op.pid
+        return env.cpu_by_process(sessions)
+
     def setup(self) -> None:
         say("starting the control plane")
-        _, self.cluster = env.start_controlplane(self.workdir, self.procs)
+        plane, self.cluster = env.start_controlplane(self.workdir, self.procs)
+        assert plane.process is not None and plane.process.proc is not None
+        self.plane_pid = plane.process.proc.pid
         env.install_crds(self.cluster)
         self.api = api = Api(self.cluster.kubeconfig, pool=2 * self.workers)
         say("starting OpenBao")
@@ -203,7 +231,6 @@ class Bench:
         say(f"  Deployments created in {seconds:.1f}s")
         kubeapi.create_all(api, map(objects.ingress, self.op_slots), self.workers, "Ingresses")
         kubeapi.create_all(api, profiles, self.workers, "ServiceProfiles")
-        settle_deployments(api)
         say("setup done")
 
     def plain(self) -> None:
@@ -211,13 +238,16 @@ class Bench:
         plain client with the same number of threads, into fresh namespaces."""
         say(f"plain client: applying {self.count} profiles' objects with {self.workers} threads")
         intents = [objects.plain_intents(s) for s in self.plain_slots]
+        assert self.cluster is not None
         client = Api(self.cluster.kubeconfig, pool=self.workers)
+        cpu_before = self.cpu()
 
         def apply_all(objs: list[Obj]) -> None:
             for obj in objs:
                 client.apply(obj, objects.SP_MANAGER)
 
         result = kubeapi.run_pool(apply_all, intents, self.workers)
+        cpu = env.cpu_delta(cpu_before, self.cpu())
         client.close()
         if result.errors:
             raise RuntimeError(f"plain client failed: {result.errors[:3]}")
@@ -225,6 +255,7 @@ class Bench:
             "seconds": round(result.seconds, 2),
             "requests": client.count,
             "requests_per_second": round(client.count / result.seconds, 1),
+            "cpu_seconds": cpu,
         }
         say(f"  plain client: {result.seconds:.1f}s, {client.count} requests")
         # Its objects go away before the operator starts, so the operator's watches and
@@ -238,13 +269,13 @@ class Bench:
             lambda: all(api.get(path("v1", "namespaces", name=ns)) is None for ns in plain_ns),
             600, "the plain client's namespaces to be deleted", 2.0,
         )  # fmt: skip
-        settle_deployments(api)
         say("  plain client's namespaces deleted")
 
     def converge(self) -> env.BenchOperator:
         """Cold start: the operator starts after the 1,000 profiles exist."""
         assert self.api is not None
         say(f"operator: cold start with {self.count} ServiceProfiles waiting")
+        cpu_before = self.cpu()
         op = self.operator("operator-converge").spawn()
         recorder = None
         if self.args.profile:
@@ -257,13 +288,12 @@ class Bench:
             assert recorder.proc is not None
             self.procs.others.append(recorder.proc)
         try:
-            ready_at = wait_done(
-                self.api, "serviceprofiles", "bench-op-", self.count, 900, op, interval=0.5
-            )
+            ready_at = wait_done(self.api, "serviceprofiles", "bench-op-", self.count, 900, op)
         finally:
             if recorder is not None:
                 recorder.stop()
         seconds = ready_at - op.started_at
+        cpu = env.cpu_delta(cpu_before, self.cpu(op))
         op.healthy()
         m = wait_quiet(op)
         children = {
@@ -288,6 +318,7 @@ class Bench:
                 duration.get(("ServiceProfile",), 0) / reconciles, 4
             ) if reconciles else None,
             "children": children,
+            "cpu_seconds": cpu,
             "memory_mib": op.memory(),
         }  # fmt: skip
         plain = self.results["plain"]["seconds"]
@@ -391,7 +422,7 @@ class Bench:
         op = self.operator("operator-all").spawn()
         times = {}
         for plural in ("healthpolicies", "ratelimitpolicies", "serviceprofiles"):
-            at = wait_done(self.api, plural, "bench-op-", self.count, 900, op, interval=1.0)
+            at = wait_done(self.api, plural, "bench-op-", self.count, 900, op)
             times[plural] = round(at - op.started_at, 1)
         self.results["load"] = {"ready_after_start_seconds": times}
         say(f"  all Ready (seconds after start): {times}")
@@ -432,11 +463,15 @@ class Bench:
             }  # fmt: skip
 
         initial = last_syncs()
+        refreshed: dict[str, str] = {}
+
         # Refreshes are due refresh * uniform(0.9, 1.1) after each binding's first sync.
-        wait_for(
-            lambda: all(v != initial.get(k) for k, v in last_syncs().items()),
-            1.1 * refresh + first_sync + 90, "every SecretBinding to refresh once", 5.0,
-        )  # fmt: skip
+        def all_refreshed() -> bool:
+            refreshed.update(last_syncs())
+            return all(v != initial.get(k) for k, v in refreshed.items())
+
+        wait_for(all_refreshed, 1.1 * refresh + first_sync + 90,
+                 "every SecretBinding to refresh once", 5.0)  # fmt: skip
         m = wait_quiet(op)
         errors = sum(
             v for (op_name, status), v in
@@ -451,6 +486,9 @@ class Bench:
             "reads_first_sync": after_first - before,
             "reads_per_refresh_window": m.get_secret_reads() - after_first,
             "refresh_interval_seconds": refresh,
+            # How far apart the bindings' syncs are: reads are shared only within a window.
+            "first_sync_spread_seconds": spread(initial.values()),
+            "refresh_spread_seconds": spread(refreshed.values()),
             "backend_errors": errors,
         }
         say(f"  reads in the refresh window: {m.get_secret_reads() - after_first:.0f}")
@@ -468,6 +506,7 @@ class Bench:
         try:
             self.secrets(op)
             self.results["memory"] = op.memory()
+            self.results["memory"]["watched"] = watched_sizes(self.api)  # type: ignore[arg-type]
             say(f"operator memory with {self.count} of each kind: {self.results['memory']}")
         finally:
             op.stop()
@@ -487,6 +526,12 @@ def table(report: dict[str, Any]) -> str:
         f"  Python {m['python']}, kubernetes client {m['kubernetes_client']}, kopf {m['kopf']}; "
         f"Kubernetes {cp.get('kubernetes', '?')}, etcd {cp.get('etcd', '?')} "
         f"(bin/controlplane, loopback); APPINFRA_WORKERS={report['parameters']['workers']}",
+        f"  appinfra at {report.get('revision', '?')}"
+        + (
+            f" (operator/ changed during the run: {report['revision_end']} at the end)"
+            if report.get("revision_end", report.get("revision")) != report.get("revision")
+            else ""
+        ),
         "",
     ]
     rows: list[tuple[str, str, str, str]] = []
@@ -547,6 +592,9 @@ def table(report: dict[str, Any]) -> str:
                      "samples), top functions by own time:")  # fmt: skip
         for entry in r["profile"]["self"][:15]:
             lines.append(f"  {entry['percent']:5.1f}%  {entry['function']}")
+        lines.append("appinfra functions by inclusive time (their own code and what they call):")
+        for entry in r["profile"]["appinfra_inclusive"][:12]:
+            lines.append(f"  {entry['percent']:5.1f}%  {entry['function']}")
         lines.append("by package (own time):")
         for entry in r["profile"]["packages"][:10]:
             lines.append(f"  {entry['percent']:5.1f}%  {entry['function']}")
@@ -586,6 +634,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="appinfra-bench-"))
     procs = env.Processes()
 
@@ -597,6 +646,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": env.machine(),
+        "revision": env.revision(),
         "parameters": {k: v for k, v in vars(args).items() if k != "keep"},
         # Other work on the machine skews every number: recorded so a noisy run is visible.
         "loadavg_start": os.getloadavg(),
@@ -622,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
         report["results"] = bench.results
         report["total_seconds"] = round(time.monotonic() - T0, 1)
         report["loadavg_end"] = os.getloadavg()
-        RESULTS.mkdir(parents=True, exist_ok=True)
+        report["revision_end"] = env.revision()
         stamp = bench.stamp
         text = json.dumps(report, indent=2, sort_keys=False)
         (RESULTS / f"{stamp}.json").write_text(text + "\n")

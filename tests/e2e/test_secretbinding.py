@@ -19,6 +19,7 @@ from tests.support.objects import (
     deployment,
     events_for,
     get,
+    spec_and_our_writes,
     wait_condition,
     wait_gone,
 )
@@ -167,7 +168,7 @@ def test_rotation_rolls_out_and_unchanged_value_writes_nothing(
 
     # Several refreshes with the same value: the Secret and the Deployment stay untouched.
     secret_rv = get(cluster, "secret", namespace, "rot")["metadata"]["resourceVersion"]  # type: ignore[index]
-    dep_rv = get(cluster, "deployment", namespace, "consumer")["metadata"]["resourceVersion"]  # type: ignore[index]
+    dep_before = spec_and_our_writes(get(cluster, "deployment", namespace, "consumer"))
     last = sb["status"]["lastSyncTime"]
     wait_until(
         lambda: get(cluster, SB, namespace, "rot")["status"]["lastSyncTime"] != last,  # type: ignore[index]
@@ -177,7 +178,7 @@ def test_rotation_rolls_out_and_unchanged_value_writes_nothing(
     time.sleep(3)
     assert get(cluster, "secret", namespace, "rot")["metadata"]["resourceVersion"] == secret_rv  # type: ignore[index]
     dep = get(cluster, "deployment", namespace, "consumer")
-    assert dep["metadata"]["resourceVersion"] == dep_rv  # type: ignore[index]
+    assert spec_and_our_writes(dep) == dep_before
 
     # Rotate: the Secret follows and the consumer rolls out a new ReplicaSet.
     put(stores, f"{namespace}/rot", {"password": "v2"})

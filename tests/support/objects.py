@@ -130,3 +130,15 @@ def events_for(cluster: Cluster, namespace: str, name: str) -> list[Obj]:
         "-n", namespace, "get", "events", "--field-selector", f"involvedObject.name={name}"
     )["items"]
     return items
+
+
+def spec_and_our_writes(obj: Obj | None) -> tuple[Any, dict[str, str]]:
+    """What "untouched by appinfra" means for an object whose status controllers keep
+    writing: the same generation and no new write by an appinfra field manager."""
+    meta = (obj or {}).get("metadata", {})
+    ours = {
+        f"{m['manager']} {m.get('subresource', '')}": m["time"]
+        for m in meta.get("managedFields", [])
+        if m["manager"].startswith("appinfra")
+    }
+    return meta.get("generation"), ours

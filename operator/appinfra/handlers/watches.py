@@ -93,13 +93,22 @@ def runtime() -> Runtime:
     return State.rt
 
 
+class _NoDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """appinfra has only on.event handlers, which never use diff bases; kopf still built
+    one (a deep copy of the body) for every event: 16% of the operator's time at scale."""
+
+    def build(self, **_: Any) -> kopf.BodyEssence:
+        return cast(kopf.BodyEssence, {})
+
+
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     for res in CHILDREN:
         settings.watching.label_selectors[res.group, res.plural] = MANAGED_SELECTOR
+    settings.persistence.diffbase_storage = _NoDiffBase()
     settings.posting.enabled = False  # our Events are posted by observability/events.py
     settings.watching.server_timeout = 300
-    api = await asyncio.to_thread(load_api_client)
+    api = await asyncio.to_thread(load_api_client, WORKERS + 8)
     kube = Kube(api)
     config = ConfigFile(os.environ.get("APPINFRA_CONFIG", "/etc/appinfra/config.yaml"))
     await asyncio.to_thread(config.load)

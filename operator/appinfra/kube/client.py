@@ -49,13 +49,17 @@ class KubeError(Exception):
         return self.status in (400, 413, 422)
 
 
-def load_api_client() -> client.ApiClient:
+def load_api_client(pool_size: int = 32) -> client.ApiClient:
     """In-cluster credentials when running in a pod, else KUBECONFIG / ~/.kube/config."""
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
+    cfg = client.Configuration.get_default_copy()
+    # One connection per worker thread plus the background posters, or urllib3 discards
+    # and reopens connections ("Connection pool is full") under load.
+    cfg.connection_pool_maxsize = pool_size
+    return client.ApiClient(cfg)
 
 
 class Kube:

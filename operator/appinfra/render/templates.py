@@ -4,6 +4,7 @@ that reach Python internals, and an undefined name is an error rather than "".
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -47,9 +48,15 @@ class TemplateError(ValueError):
     """A template failed to compile or render; the message names the template, never values."""
 
 
+@functools.lru_cache(maxsize=1024)
+def _compile(source: str) -> jinja2.Template:
+    """Compiling is the expensive part and every resync would repeat it."""
+    return _ENV.from_string(source)
+
+
 def render_template(name: str, source: str, context: Mapping[str, Any]) -> str:
     try:
-        out = _ENV.from_string(source).render(**context)
+        out = _compile(source).render(**context)
     except jinja2.UndefinedError as exc:
         raise TemplateError(f"{name}: {exc.message}") from None
     except jinja2.TemplateSyntaxError as exc:
