@@ -125,13 +125,21 @@ class Runtime:
     # --- writing ----------------------------------------------------------
 
     def ensure(
-        self, intent: Obj, manager: str, annotation: str = APPLIED_ANNOTATION
+        self,
+        intent: Obj,
+        manager: str,
+        annotation: str = APPLIED_ANNOTATION,
+        live: Obj | None = None,
     ) -> tuple[Obj, bool]:
-        """Apply `intent` unless the live object already matches it. Returns (live, changed)."""
+        """Apply `intent` unless the live object already matches it. Returns (live, changed).
+
+        `live`: the current object when the caller already has it (e.g. from a GET,
+        for an object no watch covers)."""
         res = BY_KIND[intent["kind"]]
         intent = with_hash(intent, annotation)
         meta = intent["metadata"]
-        live = self.read(res, meta["namespace"], meta["name"])
+        if live is None:
+            live = self.read(res, meta["namespace"], meta["name"])
         if up_to_date(live, intent, annotation):
             assert live is not None
             return live, False

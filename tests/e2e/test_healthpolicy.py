@@ -4,6 +4,7 @@ deletion, and the live Healthy verdict from the Deployment's status."""
 from __future__ import annotations
 
 import copy
+import time
 from typing import Any
 
 from tests.e2e.conftest import Operator
@@ -160,3 +161,43 @@ def test_healthy_follows_the_deployment_status(
         60,
         "Healthy to turn False after scaling up",
     )
+
+
+def _reasons_until(
+    cluster: Cluster, namespace: str, name: str, final: str, timeout: float
+) -> list[str]:
+    """Every Healthy reason the policy shows, in order, until `final` (polled at 5 Hz)."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reason = condition(get(cluster, HP, namespace, name), "Healthy").get("reason")
+        if reason and (not seen or seen[-1] != reason):
+            seen.append(reason)
+        if reason == final:
+            return seen
+        time.sleep(0.2)
+    raise AssertionError(f"never reached {final}; seen {seen}")
+
+
+def test_rollout_in_progress_then_available_then_unavailable_on_real_rollouts(
+    cluster: Cluster, operator: Operator, namespace: str
+) -> None:
+    # The local control plane's simulated nodes run pods and make them Ready ~1 s later.
+    dep = deployment(namespace, "live")
+    dep["spec"]["replicas"] = 2
+    apply(cluster, dep, policy(namespace, "live", "live", **PROBES))
+    seen = _reasons_until(cluster, namespace, "live", "Available", 90)
+    assert "RolloutInProgress" in seen, seen
+    hp = get(cluster, HP, namespace, "live")
+    assert hp["status"]["replicas"] == {"desired": 2, "updated": 2, "ready": 2, "available": 2}  # type: ignore[index]
+
+    # More replicas than are ready, with the rollout itself complete: Unavailable.
+    cluster.kubectl("-n", namespace, "scale", "deployment", "live", "--replicas=5")
+    seen = _reasons_until(cluster, namespace, "live", "Available", 90)
+    assert "Unavailable" in seen or "RolloutInProgress" in seen, seen
+
+    # A new version whose pods never become ready: the rollout is in progress, not done.
+    cluster.kubectl("-n", namespace, "set", "image", "deployment/live", "app=example/not-ready:2")
+    seen = _reasons_until(cluster, namespace, "live", "RolloutInProgress", 60)
+    time.sleep(3)
+    assert condition(get(cluster, HP, namespace, "live"), "Healthy")["status"] == "False"

@@ -168,7 +168,9 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
         return None
 
     secret_name = target_name(spec, name)
-    live = rt.read(SECRET, namespace, secret_name)
+    # Only Secrets we label are watched: a miss in the cache may still be a user's
+    # Secret (which Owner must refuse to adopt, and Merge must write into), so confirm.
+    live = rt.read(SECRET, namespace, secret_name) or rt.kube.get(SECRET, namespace, secret_name)
     if live is not None and spec.target.creation_policy == "Owner" and not _managed_by(live, name):
         rt.reject(
             SECRETBINDING,
@@ -236,7 +238,10 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
         # A manager per binding on the Secret: with Merge, two bindings writing keys
         # into one Secret must not remove each other's keys.
         written, changed = rt.ensure(
-            render_secret(owner, spec, data), f"{MANAGER}/{name}", f"appinfra.dev/sb.{name[:60]}"
+            render_secret(owner, spec, data),
+            f"{MANAGER}/{name}",
+            f"appinfra.dev/sb.{name[:60]}",
+            live=live,
         )
     except KubeError as exc:
         _sync_failed(

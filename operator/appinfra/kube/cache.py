@@ -1,8 +1,10 @@
 """An in-memory copy of watched objects, fed by kopf's watch events (an informer).
 
 Reconciles read from here instead of GETting. A resource type is "primed" once a
-LIST of it has been loaded at start-up: from then on a miss means "absent" and
-costs nothing. Before that (or for types never primed) a miss is confirmed with a
+LIST of it has been loaded at start-up: from then on a miss means "no such object
+among those the watch covers" and costs nothing. For label-selected types (our
+children) that is "no object of ours": a caller that must know about unlabelled
+objects too (a user's Secret a binding may not adopt) still GETs. Before that (or for types never primed) a miss is confirmed with a
 GET, so a reconcile never mistakes "not cached yet" for "absent", which would
 cause needless writes at start-up.
 
