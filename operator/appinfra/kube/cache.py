@@ -4,9 +4,9 @@ Reconciles read from here instead of GETting. A resource type is "primed" once a
 LIST of it has been loaded at start-up: from then on a miss means "no such object
 among those the watch covers" and costs nothing. For label-selected types (our
 children) that is "no object of ours": a caller that must know about unlabelled
-objects too (a user's Secret a binding may not adopt) still GETs. Before that
-(or for types never primed) a miss is confirmed with a GET, so a reconcile never mistakes "not cached yet" for "absent", which would
-cause needless writes at start-up.
+objects too (a user's Secret a binding may not adopt) still GETs. Before priming,
+or for types never primed, a miss is confirmed with a GET, so a reconcile never
+mistakes "not cached yet" for "absent", which would cause needless writes.
 
 Children are also indexed by their owner labels, so finding what one resource
 owns does not scan every cached object (that scan was the top of the profile at
