@@ -98,7 +98,8 @@ def write_crd_files(directory: Path) -> list[Path]:
     written = []
     for manifest in crd_manifests():
         path = directory / f"{manifest['metadata']['name']}.yaml"
-        path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+        # A leading document marker: `cat crds/*.yaml` is then a valid multi-document stream.
+        path.write_text("---\n" + yaml.safe_dump(manifest, sort_keys=False))
         written.append(path)
     return written
 
