@@ -332,7 +332,3 @@ def describe_changes(changed: list[str], deleted: list[str]) -> str:
 def target_key(body: Obj) -> tuple[str, str, str]:
     ref = (body.get("spec") or {}).get("targetRef") or {}
     return (str(ref.get("group", "apps")), str(ref.get("kind", "Deployment")), str(ref.get("name")))
-
-
-def log_context(kind: str, namespace: str, name: str) -> dict[str, str]:
-    return {"kind": kind, "namespace": namespace, "name": name}

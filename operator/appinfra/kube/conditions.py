@@ -36,8 +36,3 @@ def merge_conditions(
             "observedGeneration": generation,
         }
     return list(merged.values())
-
-
-def status_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    """Whether writing `new` over `old` would change anything a reader can see."""
-    return any(old.get(k) != v for k, v in new.items())

@@ -16,7 +16,7 @@ from typing import Any
 from appinfra.api.secretbinding import SecretBindingSpec
 from appinfra.providers.base import RemoteSecret
 from appinfra.render.common import Obj, Owner, child, target_intent
-from appinfra.render.templates import TemplateError, render_template
+from appinfra.render.templates import render_template
 
 SECRET_HASH = "appinfra.dev/secret-hash"
 MAX_DEPTH = 32  # deeper JSON is refused rather than walked (a hostile secret is data too)
@@ -169,6 +169,3 @@ def render_consumer(owner: Owner, deployment: str, digest: str | None) -> Obj:
     if digest is not None:
         spec = {"template": {"metadata": {"annotations": {SECRET_HASH: digest}}}}
     return target_intent(owner, deployment, spec)
-
-
-__all__ = ["TemplateError"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from appinfra.api.serviceprofile import (
     AutoscalingSpec,
@@ -208,6 +207,3 @@ def variables_from_names(spec: ServiceProfileSpec) -> list[str]:
     if spec.config is None:
         return []
     return [src.config_map_ref.name for src in spec.config.variables_from]
-
-
-__all__ = ["Any", "Rendered", "render_serviceprofile", "variables_from_names"]
