@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO))  # tests.support / tests.e2e.conftest: the e2e har
 import env  # noqa: E402
 import kubeapi  # noqa: E402
 import objects  # noqa: E402
+import pprof  # noqa: E402
 import pyspy  # noqa: E402
 from kubeapi import Api, Obj, path  # noqa: E402
 from promtext import Metrics  # noqa: E402
@@ -202,6 +203,13 @@ class Bench:
             sessions["operator"] = op.pid
         return env.cpu_by_process(sessions)
 
+    def apiserver_profile(self, phase: str) -> pprof.ApiServerProfile | None:
+        seconds = self.args.apiserver_profile
+        if not seconds or self.api is None:
+            return None
+        out = RESULTS / f"apiserver-{phase}-{self.stamp}.pprof"
+        return pprof.ApiServerProfile(self.api, seconds, out).start()
+
     def setup(self) -> None:
         say("starting the control plane")
         plane, self.cluster = env.start_controlplane(self.workdir, self.procs)
@@ -246,7 +254,10 @@ class Bench:
             for obj in objs:
                 client.apply(obj, objects.SP_MANAGER)
 
+        profile = self.apiserver_profile("plain")
         result = kubeapi.run_pool(apply_all, intents, self.workers)
+        if profile is not None:
+            self.results["apiserver_profile_plain"] = profile.summary()
         cpu = env.cpu_delta(cpu_before, self.cpu())
         client.close()
         if result.errors:
@@ -277,6 +288,7 @@ class Bench:
         say(f"operator: cold start with {self.count} ServiceProfiles waiting")
         cpu_before = self.cpu()
         op = self.operator("operator-converge").spawn()
+        apiserver = self.apiserver_profile("operator")
         recorder = None
         if self.args.profile:
             exe = pyspy.find()
@@ -325,6 +337,8 @@ class Bench:
         self.results["converge"]["ratio"] = round(seconds / plain, 3)
         say(f"  operator converged in {seconds:.1f}s (plain {plain:.1f}s, "
             f"ratio {seconds / plain:.2f}); children {children}")  # fmt: skip
+        if apiserver is not None:
+            self.results["apiserver_profile_operator"] = apiserver.summary()
         if recorder is not None:
             self.results["profile"] = pyspy.summarize(recorder.out)
             self.results["profile"]["file"] = str(recorder.out)
@@ -628,6 +642,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--profile", action="store_true", help="sample the operator with py-spy while it converges"
     )
+    p.add_argument(
+        "--apiserver-profile", type=int, default=0, metavar="SECONDS",
+        help="record kube-apiserver CPU profiles of SECONDS while the plain client and the "
+        "operator converge (bench/results/apiserver-*.pprof; summarised with go tool pprof)",
+    )  # fmt: skip
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, data)")
     return p.parse_args(argv)  # fmt: skip
 
