@@ -4,7 +4,8 @@ Rules that shape this code:
 - A backend failure never touches the target Secret: it is written only after
   every read succeeded and the data rendered completely.
 - Forbidden (namespace or key prefix) is decided before any backend call.
-- Refreshes are jittered; failures back off exponentially with jitter and a cap.
+- Refreshes fall on a per-key grid (providers/schedule.py), so bindings of one key
+  share one read; failures back off exponentially with jitter and a cap.
 - Messages name stores, keys and properties, never values.
 """
 
@@ -13,8 +14,10 @@ from __future__ import annotations
 import base64
 import datetime
 import logging
+import math
 import os
 import random
+import time
 
 from appinfra.api.formats import duration_seconds
 from appinfra.api.kinds import SECRET_BINDING
@@ -27,6 +30,7 @@ from appinfra.kube.resources import DEPLOYMENT, SECRET, SECRETBINDING
 from appinfra.kube.workqueue import Requeue
 from appinfra.observability.metrics import SECRET_LAST_SUCCESS, SECRET_SYNC_TOTAL
 from appinfra.providers.base import ProviderError, RemoteSecret, SecretNotFound
+from appinfra.providers.schedule import next_refresh
 from appinfra.render.common import MANAGED_BY, OWNER_KIND, OWNER_NAME, Owner
 from appinfra.render.secretbinding import (
     ExtractError,
@@ -54,9 +58,8 @@ def _parse_time(value: str | None) -> datetime.datetime | None:
     return datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
 
 
-def _at(seconds: float) -> str:
-    moment = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+def _rfc3339(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Failures:
@@ -276,7 +279,21 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
     FAILURES.reset(key)
     SECRET_SYNC_TOTAL.labels(spec.store, "Synced").inc()
     SECRET_LAST_SUCCESS.labels(namespace, name).set_to_current_time()
-    jittered = interval * random.uniform(0.9, 1.1) if interval else None
+    # On the key's refresh grid (providers/schedule.py), whole seconds as nextSyncTime
+    # shows them; every binding served the same read lands on the same second.
+    next_at = (
+        math.ceil(
+            next_refresh(
+                spec.store,
+                min(f.key for f in needed),
+                interval,
+                min(r.read_at for r in fetched.values()),
+                time.time(),
+            )
+        )
+        if interval and needed
+        else None
+    )
     _status(
         rt,
         body,
@@ -287,11 +304,11 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
         ready,
         targetSecret=secret_name,
         lastSyncTime=now(),
-        nextSyncTime=_at(jittered) if jittered else None,
+        nextSyncTime=_rfc3339(next_at) if next_at else None,
         secretHMAC=digest,
         syncedKeys=sorted(data),
     )
-    return Requeue(jittered) if jittered else None
+    return Requeue(max(0.0, next_at - time.time())) if next_at else None
 
 
 def _finalize(rt: Runtime, body: Obj) -> None:

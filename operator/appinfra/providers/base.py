@@ -10,8 +10,9 @@ response body) and `RemoteSecret` hides its values from repr.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 from appinfra.observability.metrics import BACKEND_REQUESTS
@@ -67,6 +68,9 @@ class RemoteSecret:
     """The value when it is a single value (SecretString/SecretBinary, an SSM parameter)."""
     version: str | None
     """The backend's version id when known (KV v2 version, VersionId, SSM Version)."""
+    read_at: float = field(default_factory=time.time, compare=False)
+    """When it was read (epoch seconds). Every binding served this shared read sees the
+    same time, so they all schedule their next refresh for the same moment."""
 
     def __repr__(self) -> str:
         names = None if self.properties is None else sorted(self.properties)
