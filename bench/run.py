@@ -512,6 +512,9 @@ class Bench:
         self.setup()
         self.plain()
         op = self.converge()
+        if self.args.converge_only:
+            op.stop()
+            return
         try:
             self.latency(op)
         finally:
@@ -647,6 +650,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--apiserver-profile", type=int, default=0, metavar="SECONDS",
         help="record kube-apiserver CPU profiles of SECONDS while the plain client and the "
         "operator converge (bench/results/apiserver-*.pprof; summarised with go tool pprof)",
+    )  # fmt: skip
+    p.add_argument(
+        "--converge-only", action="store_true",
+        help="stop after the convergence phase (plain client vs operator): for iterating",
     )  # fmt: skip
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, data)")
     return p.parse_args(argv)  # fmt: skip

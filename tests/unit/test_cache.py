@@ -27,3 +27,50 @@ def test_watch_events_always_win() -> None:
     store.upsert(DEPLOYMENT, obj("11"))
     store.upsert(DEPLOYMENT, obj("10"))
     assert store.get(DEPLOYMENT, "ns", "d") == obj("10")
+
+
+def test_keeps_only_appinfra_managed_fields_where_asked() -> None:
+    from appinfra.kube.resources import CONFIGMAP
+
+    managed = [
+        {"manager": "kube-controller-manager", "fieldsV1": {"f:status": {}}},
+        {"manager": "appinfra-healthpolicy", "fieldsV1": {"f:spec": {}}},
+    ]
+    live = {**obj("1"), "spec": {"replicas": 1}}
+    live["metadata"] = {**live["metadata"], "managedFields": managed}  # type: ignore[dict-item]
+    store = Store(keep_managed_fields=(DEPLOYMENT,))
+    store.upsert(DEPLOYMENT, live)
+    store.upsert(CONFIGMAP, live)
+    deployment = store.get(DEPLOYMENT, "ns", "d")
+    assert deployment is not None
+    assert deployment["metadata"]["managedFields"] == managed[1:]
+    assert deployment["spec"] == {"replicas": 1}
+    configmap = store.get(CONFIGMAP, "ns", "d")
+    assert configmap is not None and "managedFields" not in configmap["metadata"]
+
+
+def test_readers_get_copies_that_cannot_change_the_cache() -> None:
+    store = Store()
+    store.upsert(DEPLOYMENT, obj("1"))
+    got = store.get(DEPLOYMENT, "ns", "d")
+    assert got is not None
+    got["metadata"]["resourceVersion"] = "999"
+    assert store.get(DEPLOYMENT, "ns", "d") == obj("1")
+
+
+def test_owner_index_follows_relabelling_and_removal() -> None:
+    from appinfra.kube.cache import OWNER_KIND, OWNER_NAME
+
+    def child(owner: str, rv: str) -> dict[str, object]:
+        labels = {OWNER_KIND: "ServiceProfile", OWNER_NAME: owner}
+        return {"metadata": {"name": "c", "namespace": "ns", "uid": "u", "resourceVersion": rv,
+                             "labels": labels}}  # fmt: skip
+
+    store = Store()
+    store.upsert(DEPLOYMENT, child("a", "1"))
+    assert [o["metadata"]["name"] for o in store.owned(DEPLOYMENT, "ns", "ServiceProfile", "a")]
+    store.upsert(DEPLOYMENT, child("b", "2"))
+    assert store.owned(DEPLOYMENT, "ns", "ServiceProfile", "a") == []
+    assert len(store.owned(DEPLOYMENT, "ns", "ServiceProfile", "b")) == 1
+    assert store.remove(DEPLOYMENT, "ns", "c") == child("b", "2")
+    assert store.owned(DEPLOYMENT, "ns", "ServiceProfile", "b") == []

@@ -264,10 +264,22 @@ def _on_target_event(res: Resource, event: kopf.RawEvent) -> None:
             rt.enqueue(kind, ns, policy)
 
 
+def _child_changed(old: Obj | None, new: Obj) -> bool:
+    """A change that may be drift from what we applied: metadata, spec (generation) or a
+    ConfigMap's or Secret's data. Not a controller's status update (the HPA and
+    disruption controllers write one for every new HPA and PDB): at a thousand
+    profiles those were most of the operator's reconciles, every one a no-op."""
+    if old is None or _meaningful_change(old, new):
+        return True
+    if old["metadata"].get("ownerReferences") != new["metadata"].get("ownerReferences"):
+        return True
+    return any(old.get(k) != new.get(k) for k in ("data", "binaryData", "immutable"))
+
+
 def _on_child_event(res: Resource, event: kopf.RawEvent) -> None:
     """A child changed or went away: its owner reconciles (and repairs drift)."""
-    _, obj, echo = _record(res, event)
-    if echo:
+    old, obj, echo = _record(res, event)
+    if echo or (event["type"] != "DELETED" and not _child_changed(old, obj)):
         return
     meta = obj["metadata"]
     labels = meta.get("labels") or {}

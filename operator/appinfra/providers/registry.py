@@ -15,10 +15,8 @@ from dataclasses import dataclass
 
 from appinfra.api.operatorconfig import OperatorConfig, SecretStore
 from appinfra.providers.access import access_problem
-from appinfra.providers.aws import ParameterStoreProvider, SecretsManagerProvider
 from appinfra.providers.base import Forbidden, Kube, Provider, RemoteSecret, UnknownStore
 from appinfra.providers.shared import SharedReads
-from appinfra.providers.vault import VaultProvider
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +24,19 @@ Builder = Callable[[str, SecretStore, Kube], Provider]
 
 
 def build_provider(store_name: str, store: SecretStore, kube: Kube) -> Provider:
-    """The provider for one configured store. Builds clients only; nothing is sent yet."""
+    """The provider for one configured store. Builds clients only; nothing is sent yet.
+
+    The backends' modules are imported here, on first use: hvac and boto3 add about 20
+    and 30 MiB to the operator's memory, and most installations use one kind of store
+    or none.
+    """
     if store.vault is not None:
+        from appinfra.providers.vault import VaultProvider
+
         return VaultProvider(store_name, store.vault, kube)
     assert store.aws is not None  # the config model requires exactly one backend
+    from appinfra.providers.aws import ParameterStoreProvider, SecretsManagerProvider
+
     if store.aws.service == "SecretsManager":
         return SecretsManagerProvider(store_name, store.aws, kube)
     return ParameterStoreProvider(store_name, store.aws, kube, store.key_prefix)
