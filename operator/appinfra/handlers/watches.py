@@ -1,9 +1,10 @@
 """What the operator watches, and which reconciles each change schedules.
 
-kopf streams the events; every handler here only updates the cache and enqueues
-keys, so a burst of events for one resource collapses into one reconcile.
-Children are watched with a server-side label selector (managed-by=appinfra),
-never by streaming every ConfigMap in the cluster.
+kopf streams the appinfra kinds; our informers (kube/informer.py) stream targets
+and children, which are most of the events. Every handler here only updates the
+cache and enqueues keys, so a burst of events for one resource collapses into one
+reconcile. Children are watched with a server-side label selector
+(managed-by=appinfra), never by streaming every ConfigMap in the cluster.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from appinfra.controller import Runtime, target_key
 from appinfra.handlers import healthpolicy, ratelimitpolicy, secretbinding, serviceprofile
 from appinfra.kube.client import Kube, Obj, load_api_client
 from appinfra.kube.credentials import provider_kube
+from appinfra.kube.informer import Event, Informer
 from appinfra.kube.resources import (
     CONFIGMAP,
     DEPLOYMENT,
@@ -82,6 +84,7 @@ class _State:
     elector: LeaderElector | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     lost_leadership: bool = False
+    informers: list[Informer] = field(default_factory=list)
 
 
 State = _State()
@@ -103,12 +106,12 @@ class _NoDiffBase(kopf.AnnotationsDiffBaseStorage):
 
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
-    for res in CHILDREN:
-        settings.watching.label_selectors[res.group, res.plural] = MANAGED_SELECTOR
     settings.persistence.diffbase_storage = _NoDiffBase()
     settings.posting.enabled = False  # our Events are posted by observability/events.py
     settings.watching.server_timeout = 300
-    api = await asyncio.to_thread(load_api_client, WORKERS + 8)
+    # A connection per worker, per watch stream, and for the background posters.
+    scopes: list[str | None] = list(State.namespaces) or [None]
+    api = await asyncio.to_thread(load_api_client, WORKERS + 8 + len(INFORMED) * len(scopes))
     kube = Kube(api)
     config = ConfigFile(os.environ.get("APPINFRA_CONFIG", "/etc/appinfra/config.yaml"))
     await asyncio.to_thread(config.load)
@@ -128,10 +131,10 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     config.on_change(reconfigure)
     # Reconcilers block on HTTP; one thread per worker so none waits for a thread.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=WORKERS))
-    await asyncio.to_thread(_prime, rt)
+    State.rt = rt
+    await _start_informers(rt, scopes)
     for kind, fn in RECONCILERS.items():
         rt.register(kind, fn, workers=WORKERS)
-    State.rt = rt
     if State.lease is None:
         _start_workers(rt)
     else:
@@ -151,16 +154,57 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     log.info("appinfra started: %d workers, resync every %.0fs", WORKERS, RESYNC_SECONDS)
 
 
-def _prime(rt: Runtime) -> None:
-    """LIST children and targets once, so that a cache miss afterwards means "absent"
-    instead of costing a GET (one request per type instead of one per object)."""
-    scopes: list[str | None] = list(State.namespaces) or [None]
-    for res in (*CHILDREN, DEPLOYMENT, INGRESS):
-        selector = MANAGED_SELECTOR if res in CHILDREN else ""
-        items = [obj for ns in scopes for obj in rt.kube.list(res, ns, selector)]
-        rt.store.prime(res, items)
+async def _start_informers(rt: Runtime, scopes: list[str | None]) -> None:
+    """Watch targets and children; returns once each type's first LIST is in the cache,
+    so that from the first reconcile a cache miss means "absent" instead of costing a
+    GET (one request per type instead of one per object)."""
+    loop = asyncio.get_running_loop()
+    listings = []
+    for res, handle in INFORMED.items():
+        listing = _Listing(rt, res, handle, set(scopes), loop)
+        listings.append(listing)
+        for scope in scopes:
+            informer = Informer(
+                rt.kube,
+                res,
+                functools.partial(listing.deliver, scope),
+                functools.partial(rt.store.keys, res),
+                namespace=scope,
+                label_selector=MANAGED_SELECTOR if res in CHILDREN else "",
+            )
+            State.informers.append(informer)
+            informer.start()
+    await asyncio.gather(*(listing.done.wait() for listing in listings))
     log.info("cache primed: %d children, %d deployments",
              sum(rt.store.count(r) for r in CHILDREN), rt.store.count(DEPLOYMENT))  # fmt: skip
+
+
+@dataclass
+class _Listing:
+    """Hands one type's events from its informers' threads to the event loop, and marks
+    the type primed once the first LIST of every watched scope is in the cache."""
+
+    rt: Runtime
+    res: Resource
+    handle: Callable[[Event], None]
+    pending: set[str | None]
+    loop: asyncio.AbstractEventLoop
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def deliver(self, scope: str | None, events: list[Event], complete: bool) -> None:
+        self.loop.call_soon_threadsafe(self._run, scope, events, complete)
+
+    def _run(self, scope: str | None, events: list[Event], complete: bool) -> None:
+        for event in events:
+            try:
+                self.handle(event)
+            except Exception:  # one bad event must not drop the rest of the batch
+                log.exception("handling a %s watch event failed", self.res.kind)
+        if complete and scope in self.pending:
+            self.pending.discard(scope)
+            if not self.pending:
+                self.rt.store.mark_primed(self.res)
+                self.done.set()
 
 
 def _start_workers(rt: Runtime) -> None:
@@ -171,6 +215,8 @@ def _start_workers(rt: Runtime) -> None:
 
 @kopf.on.cleanup()
 async def stop(**_: Any) -> None:
+    for informer in State.informers:
+        informer.stop()
     for task in State.tasks:
         task.cancel()
     if State.rt is not None:
@@ -206,7 +252,9 @@ def _record(res: Resource, event: kopf.RawEvent) -> tuple[Obj | None, Obj, bool]
     obj = cast(Obj, event["object"])
     meta = obj["metadata"]
     if event["type"] == "DELETED":
-        return runtime().store.remove(res, meta["namespace"], meta["name"]), obj, False
+        # A relist reports deletions it did not watch by name only: use what was cached.
+        old = runtime().store.remove(res, meta["namespace"], meta["name"])
+        return old, old or obj, False
     old = runtime().store.upsert(res, obj)
     echo = old is not None and old["metadata"].get("resourceVersion") == meta.get("resourceVersion")
     return old, obj, echo
@@ -299,7 +347,9 @@ def _watch(res: Resource, handle: Callable[[kopf.RawEvent], None]) -> None:
 
 for _kind, _res in POLICIES.items():
     _watch(_res, functools.partial(_on_policy_event, _kind, _res))
-for _res in (DEPLOYMENT, INGRESS):
-    _watch(_res, functools.partial(_on_target_event, _res))
-for _res in CHILDREN:
-    _watch(_res, functools.partial(_on_child_event, _res))
+
+# Targets and children: our informers, started with the runtime.
+INFORMED: dict[Resource, Callable[[Event], None]] = {
+    **{res: functools.partial(_on_target_event, res) for res in (DEPLOYMENT, INGRESS)},
+    **{res: functools.partial(_on_child_event, res) for res in CHILDREN},
+}

@@ -1,7 +1,8 @@
-"""An in-memory copy of watched objects, fed by kopf's watch events (an informer).
+"""An in-memory copy of watched objects, fed by watch events (kopf's for the appinfra
+kinds, kube/informer.py's for targets and children).
 
-Reconciles read from here instead of GETting. A resource type is "primed" once a
-LIST of it has been loaded at start-up: from then on a miss means "no such object
+Reconciles read from here instead of GETting. A resource type is "primed" once its
+informer's first LIST has been loaded: from then on a miss means "no such object
 among those the watch covers" and costs nothing. For label-selected types (our
 children) that is "no object of ours": a caller that must know about unlabelled
 objects too (a user's Secret a binding may not adopt) still GETs. Before priming,
@@ -130,14 +131,14 @@ class Store:
                 self._owned[res][old.owner].discard(name)
         return None if old is None else old.obj()
 
-    def prime(self, res: Resource, items: Iterable[Obj]) -> None:
-        """Load a complete LIST: from now on a miss for `res` means the object is absent."""
-        entries = [(_key(obj), self._entry(res, obj)) for obj in items]
+    def mark_primed(self, res: Resource) -> None:
+        """A complete LIST of `res` is loaded: from now on a miss means the object is absent."""
         with self._lock:
-            for key, entry in entries:
-                if key not in self._objects[res]:
-                    self._put(res, entry, key)
             self._primed.add(res)
+
+    def keys(self, res: Resource) -> list[Key]:
+        with self._lock:
+            return list(self._objects[res])
 
     def primed(self, res: Resource) -> bool:
         return res in self._primed
