@@ -32,6 +32,7 @@ import env  # noqa: E402
 import kubeapi  # noqa: E402
 import objects  # noqa: E402
 import pprof  # noqa: E402
+import promtext  # noqa: E402
 import pyspy  # noqa: E402
 from kubeapi import Api, Obj, path  # noqa: E402
 from promtext import Metrics  # noqa: E402
@@ -162,6 +163,12 @@ def watched_sizes(api: Api) -> dict[str, dict[str, int]]:
     return out
 
 
+def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Counters that moved, largest first."""
+    moved = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+    return dict(sorted(moved.items(), key=lambda kv: -kv[1]))
+
+
 def percentile(values: list[float], p: float) -> float:
     """Nearest-rank percentile."""
     ordered = sorted(values)
@@ -210,6 +217,18 @@ class Bench:
         out = RESULTS / f"apiserver-{phase}-{self.stamp}.pprof"
         return pprof.ApiServerProfile(self.api, seconds, out).start()
 
+    def apiserver_requests(self) -> dict[str, float]:
+        """The API server's own request count by "VERB resource[/subresource]": what it
+        served in a phase, from every client (the operator, the bench, the controllers)."""
+        assert self.api is not None
+        resp = self.api.raw("GET", "/metrics", content_type="text/plain")
+        text = resp.data.decode()
+        resp.release_conn()
+        pairs = Metrics(promtext.parse(text)).by(
+            "apiserver_request_total", "verb", "resource", "subresource"
+        )
+        return {f"{v} {r}{'/' + sub if sub else ''}": n for (v, r, sub), n in pairs.items()}
+
     def setup(self) -> None:
         say("starting the control plane")
         plane, self.cluster = env.start_controlplane(self.workdir, self.procs)
@@ -255,7 +274,9 @@ class Bench:
                 client.apply(obj, objects.SP_MANAGER)
 
         profile = self.apiserver_profile("plain")
+        served = self.apiserver_requests()
         result = kubeapi.run_pool(apply_all, intents, self.workers)
+        self.results["apiserver_requests_plain"] = delta(served, self.apiserver_requests())
         if profile is not None:
             self.results["apiserver_profile_plain"] = profile.summary()
         cpu = env.cpu_delta(cpu_before, self.cpu())
@@ -287,6 +308,7 @@ class Bench:
         assert self.api is not None
         say(f"operator: cold start with {self.count} ServiceProfiles waiting")
         cpu_before = self.cpu()
+        served = self.apiserver_requests()
         op = self.operator("operator-converge").spawn()
         apiserver = self.apiserver_profile("operator")
         recorder = None
@@ -306,6 +328,7 @@ class Bench:
                 recorder.stop()
         seconds = ready_at - op.started_at
         cpu = env.cpu_delta(cpu_before, self.cpu(op))
+        self.results["apiserver_requests_operator"] = delta(served, self.apiserver_requests())
         op.healthy()
         m = wait_quiet(op)
         children = {
