@@ -255,9 +255,11 @@ def _record(res: Resource, event: kopf.RawEvent) -> tuple[Obj | None, Obj, bool]
         # A relist reports deletions it did not watch by name only: use what was cached.
         old = runtime().store.remove(res, meta["namespace"], meta["name"])
         return old, old or obj, False
-    old = runtime().store.upsert(res, obj)
-    echo = old is not None and old["metadata"].get("resourceVersion") == meta.get("resourceVersion")
-    return old, obj, echo
+    store = runtime().store
+    version = meta.get("resourceVersion")
+    if version and store.version(res, meta["namespace"], meta["name"]) == version:
+        return None, obj, True  # the cache already holds this very version
+    return store.upsert(res, obj), obj, False
 
 
 def _meaningful_change(old: Obj | None, new: Obj) -> bool:

@@ -148,6 +148,12 @@ class Store:
             entry = self._objects[res].get((namespace, name))
         return None if entry is None else entry.obj()
 
+    def version(self, res: Resource, namespace: str, name: str) -> str | None:
+        """The cached object's resourceVersion, without parsing the object."""
+        with self._lock:
+            entry = self._objects[res].get((namespace, name))
+        return None if entry is None else entry.resource_version
+
     def owned(self, res: Resource, namespace: str, kind: str, name: str) -> list[Obj]:
         """Cached objects of `res` labelled as owned by (kind, name) in `namespace`."""
         with self._lock:
