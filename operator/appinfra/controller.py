@@ -89,8 +89,9 @@ class Runtime:
 
     def _report_api_error(self, kind: str, namespace: str, name: str, exc: KubeError) -> None:
         """Make an API refusal visible on the resource (best effort: it may be the
-        status write itself that is refused). Conflicts are routine and only retried."""
-        if exc.conflict:
+        status write itself that is refused). Conflicts are routine and only retried;
+        a failure the handler already reported (apply_failed) keeps its message."""
+        if exc.conflict or exc.reported:
             return
         res = BY_KIND[kind]
         body = self.store.get(res, namespace, name)
@@ -286,6 +287,7 @@ class Runtime:
         message = f"applying failed: {exc.message}"
         failed = [Condition(t, False, "ApplyFailed", message) for t in (*also, "Ready")]
         self.write_status(res, body, [ACCEPTED, *failed])
+        exc.reported = True
         self.event(body, "ApplyFailed", message, warning=True)
 
     def rival_message(self, res: Resource, body: Obj) -> str | None:

@@ -27,6 +27,7 @@ import yaml
 from kubernetes import client
 
 from tests.support.kube import Cluster
+from tests.support.openbao import enable_kubernetes_auth
 from tests.support.rbac import chart_rules, service_account_kubeconfig
 from tests.support.servers import REPO, ServerProcess, free_port, http_ok, tool
 
@@ -177,19 +178,6 @@ def stores(cluster: Cluster, openbao: OpenBao, moto: Moto, workdir: Path) -> Sto
         core.create_namespace(
             client.V1Namespace(metadata=client.V1ObjectMeta(name=SYSTEM_NAMESPACE))
         )
-        core.create_namespaced_service_account(
-            SYSTEM_NAMESPACE,
-            client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="vault-reviewer")),
-        )
-        client.RbacAuthorizationV1Api(api).create_cluster_role_binding(
-            client.V1ClusterRoleBinding(
-                metadata=client.V1ObjectMeta(name="appinfra-test-vault-reviewer"),
-                role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io",
-                                          kind="ClusterRole", name="system:auth-delegator"),
-                subjects=[client.RbacV1Subject(kind="ServiceAccount", name="vault-reviewer",
-                                               namespace=SYSTEM_NAMESPACE)],
-            )
-        )  # fmt: skip
         credentials = {
             "bao-token": {"token": openbao.root_token},
             "bao-approle": {"secret-id": secret_id},
@@ -200,13 +188,7 @@ def stores(cluster: Cluster, openbao: OpenBao, moto: Moto, workdir: Path) -> Sto
                 SYSTEM_NAMESPACE,
                 client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data=data),
             )
-    bao.sys.enable_auth_method("kubernetes")
-    bao.auth.kubernetes.configure(
-        kubernetes_host=cluster.server,
-        kubernetes_ca_cert=cluster.ca_pem.decode(),
-        token_reviewer_jwt=cluster.token_for(SYSTEM_NAMESPACE, "vault-reviewer"),
-        disable_local_ca_jwt=True,
-    )
+    enable_kubernetes_auth(bao, cluster, SYSTEM_NAMESPACE)
     bao.auth.kubernetes.create_role(
         "appinfra",
         bound_service_account_names=["default"],

@@ -25,7 +25,8 @@ def configmap(namespace: str, name: str, value: str) -> dict[str, object]:
 
 def test_informer_lists_then_streams_every_change(cluster: Cluster, namespace: str) -> None:
     kube = Kube(cluster.api())
-    kube.apply(CONFIGMAP, configmap(namespace, "before", "1"), "test")
+    for name in ("before", "before-2", "before-3"):
+        kube.apply(CONFIGMAP, configmap(namespace, name, "1"), "test")
     unlabelled = configmap(namespace, "other", "1")
     unlabelled["metadata"]["labels"] = {}  # type: ignore[index]
     kube.apply(CONFIGMAP, unlabelled, "test")
@@ -39,12 +40,17 @@ def test_informer_lists_then_streams_every_change(cluster: Cluster, namespace: s
     # The cache believes in an object that was deleted while nobody watched.
     informer = Informer(
         kube, CONFIGMAP, deliver, lambda: [(namespace, "ghost")],
-        namespace=namespace, label_selector=SELECTOR,
+        namespace=namespace, label_selector=SELECTOR, page=1,  # three pages
     )  # fmt: skip
     informer.start()
     try:
-        listed = [seen.get(timeout=30) for _ in range(2)]
-        assert sorted(listed) == [("ADDED", "before", "1", True), ("DELETED", "ghost", None, True)]
+        listed = [seen.get(timeout=30) for _ in range(4)]
+        assert sorted(listed) == [
+            ("ADDED", "before", "1", True),
+            ("ADDED", "before-2", "1", True),
+            ("ADDED", "before-3", "1", True),
+            ("DELETED", "ghost", None, True),
+        ]
         kube.apply(CONFIGMAP, configmap(namespace, "after", "1"), "test")
         kube.apply(CONFIGMAP, configmap(namespace, "after", "2"), "test")
         kube.delete(CONFIGMAP, namespace, "after")

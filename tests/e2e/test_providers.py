@@ -43,6 +43,7 @@ from appinfra.providers.aws import ParameterStoreProvider, SecretsManagerProvide
 from appinfra.providers.vault import VaultProvider
 from tests.e2e.conftest import Moto, OpenBao
 from tests.support.kube import Cluster
+from tests.support.openbao import enable_kubernetes_auth
 from tests.support.servers import ServerProcess, free_port, http_ok, tool
 
 REGION = "eu-west-1"
@@ -407,35 +408,13 @@ def test_vault_kubernetes_auth_through_token_review(
     with cluster.api() as api:
         core = client.CoreV1Api(api)
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=other)))
-        for ns, sa in [(namespace, "vault-reviewer"), (namespace, "payments"), (other, "payments")]:
+        for ns in (namespace, other):
             core.create_namespaced_service_account(
-                ns, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=sa))
+                ns, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="payments"))
             )
-        client.RbacAuthorizationV1Api(api).create_cluster_role_binding(
-            client.V1ClusterRoleBinding(
-                metadata=client.V1ObjectMeta(name=f"{namespace}-vault-reviewer"),
-                role_ref=client.V1RoleRef(
-                    api_group="rbac.authorization.k8s.io",
-                    kind="ClusterRole",
-                    name="system:auth-delegator",
-                ),
-                subjects=[
-                    client.RbacV1Subject(
-                        kind="ServiceAccount", name="vault-reviewer", namespace=namespace
-                    )
-                ],
-            )
-        )
     try:
         mount = f"k8s-{namespace}"
-        root.sys.enable_auth_method("kubernetes", path=mount)
-        root.auth.kubernetes.configure(
-            kubernetes_host=cluster.server,
-            kubernetes_ca_cert=cluster.ca_pem.decode(),
-            token_reviewer_jwt=cluster.token_for(namespace, "vault-reviewer"),
-            disable_local_ca_jwt=True,
-            mount_point=mount,
-        )
+        enable_kubernetes_auth(root, cluster, namespace, mount)
         policy = f"{namespace}-read"
         root.sys.create_or_update_policy(
             policy, f'path "secret/data/{namespace}/*" {{ capabilities = ["read"] }}'

@@ -12,6 +12,7 @@ from kubernetes.client.rest import ApiException
 
 from tests.e2e.conftest import Moto, OpenBao
 from tests.support.kube import Cluster
+from tests.support.openbao import enable_kubernetes_auth
 from tests.support.servers import wait_until
 
 
@@ -116,36 +117,12 @@ def test_openbao_kubernetes_login_through_token_review(
 ) -> None:
     """The real Vault-on-Kubernetes login: OpenBao asks our API server's TokenReview."""
     with cluster.api() as api:
-        core = client.CoreV1Api(api)
-        for sa in ("vault-reviewer", "payments"):
-            core.create_namespaced_service_account(
-                namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=sa))
-            )
-        client.RbacAuthorizationV1Api(api).create_cluster_role_binding(
-            client.V1ClusterRoleBinding(
-                metadata=client.V1ObjectMeta(name=f"{namespace}-vault-reviewer"),
-                role_ref=client.V1RoleRef(
-                    api_group="rbac.authorization.k8s.io",
-                    kind="ClusterRole",
-                    name="system:auth-delegator",
-                ),
-                subjects=[
-                    client.RbacV1Subject(
-                        kind="ServiceAccount", name="vault-reviewer", namespace=namespace
-                    )
-                ],
-            )
+        client.CoreV1Api(api).create_namespaced_service_account(
+            namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="payments"))
         )
     bao = hvac.Client(url=openbao.address, token=openbao.root_token)
     mount = f"k8s-{namespace}"
-    bao.sys.enable_auth_method("kubernetes", path=mount)
-    bao.auth.kubernetes.configure(
-        kubernetes_host=cluster.server,
-        kubernetes_ca_cert=cluster.ca_pem.decode(),
-        token_reviewer_jwt=cluster.token_for(namespace, "vault-reviewer"),
-        disable_local_ca_jwt=True,
-        mount_point=mount,
-    )
+    enable_kubernetes_auth(bao, cluster, namespace, mount)
     bao.sys.create_or_update_policy("payments-read", 'path "secret/*" { capabilities = ["read"] }')
     bao.auth.kubernetes.create_role(
         "payments",

@@ -34,6 +34,9 @@ class KubeError(Exception):
         self.reason = reason
         super().__init__(f"{status} {reason}: {message}")
         self.message = message
+        # Set once a handler has put this failure in the resource's status, so the
+        # runtime's catch-all report does not overwrite that more specific message.
+        self.reported = False
 
     @property
     def not_found(self) -> bool:

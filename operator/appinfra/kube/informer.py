@@ -39,6 +39,7 @@ Deliver = Callable[[list[Event], bool], None]  # (events, listed: the list is co
 WATCH_SECONDS = 300  # server-side timeout of one watch request; then it is renewed
 READ_TIMEOUT = WATCH_SECONDS + 30  # bookmarks come about once a minute on a quiet stream
 BACKOFF_CAP = 30.0
+PAGE = 500  # objects per LIST page
 
 
 class Gone(Exception):
@@ -75,11 +76,13 @@ class Informer:
         *,
         namespace: str | None = None,
         label_selector: str = "",
+        page: int = PAGE,
     ) -> None:
         self.kube = kube
         self.res = res
         self.namespace = namespace
         self.selector = label_selector
+        self.page = page
         self._deliver = deliver
         self._cached_keys = cached_keys
         self._stop = threading.Event()
@@ -119,11 +122,26 @@ class Informer:
                 self._stop.wait(delay)
 
     def _list(self) -> None:
-        query = self._query()
-        body = self.kube.request(
-            "GET", self.res.path(self.namespace), query=query or None, resource=self.res.plural
-        )
-        items: list[Obj] = body.get("items", [])
+        """One consistent snapshot, in pages: every Deployment of a large cluster in one
+        response is one huge allocation on the API server and here."""
+        items: list[Obj] = []
+        token = ""
+        while True:
+            query = {**self._query(), "limit": str(self.page)}
+            if token:
+                query["continue"] = token
+            try:
+                body = self.kube.request(
+                    "GET", self.res.path(self.namespace), query=query, resource=self.res.plural
+                )
+            except KubeError as exc:
+                if exc.status == 410:  # the snapshot expired between pages: start over
+                    raise Gone() from None
+                raise
+            items.extend(body.get("items") or [])
+            token = body["metadata"].get("continue") or ""
+            if not token:
+                break
         for item in items:  # list items come without kind/apiVersion
             item.setdefault("apiVersion", self.res.api_version)
             item.setdefault("kind", self.res.kind)
