@@ -109,6 +109,9 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = _NoDiffBase()
     settings.posting.enabled = False  # our Events are posted by observability/events.py
     settings.watching.server_timeout = 300
+    # kopf lists the appinfra kinds in pages too, handling each before the next: a
+    # thousand parsed objects at once per kind made the operator's start-up memory peak.
+    settings.watching.chunk_size = 250
     # A connection per worker, per watch stream, and for the background posters.
     scopes: list[str | None] = list(State.namespaces) or [None]
     api = await asyncio.to_thread(load_api_client, WORKERS + 8 + len(INFORMED) * len(scopes))
@@ -192,9 +195,22 @@ class _Listing:
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def deliver(self, scope: str | None, events: list[Event], complete: bool) -> None:
-        self.loop.call_soon_threadsafe(self._run, scope, events, complete)
+        """From an informer's thread: returns once the loop has handled the batch."""
+        handled = threading.Event()
+        self.loop.call_soon_threadsafe(self._run, scope, events, complete, handled)
+        while not handled.wait(5):
+            if self.loop.is_closed():
+                return
 
-    def _run(self, scope: str | None, events: list[Event], complete: bool) -> None:
+    def _run(
+        self, scope: str | None, events: list[Event], complete: bool, handled: threading.Event
+    ) -> None:
+        try:
+            self._handle(scope, events, complete)
+        finally:
+            handled.set()
+
+    def _handle(self, scope: str | None, events: list[Event], complete: bool) -> None:
         for event in events:
             try:
                 self.handle(event)

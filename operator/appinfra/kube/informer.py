@@ -9,14 +9,17 @@ informer pattern of client-go's reflector, reduced to what we need:
 
 - LIST, then WATCH from the list's resourceVersion (with bookmarks), so no change
   between the two is missed and nothing deleted in between stays behind as a ghost;
-- the list is delivered as events too; cached objects missing from it are delivered
-  as DELETED (a relist after a long outage sees deletions it never watched);
+- the list is delivered as events too, page by page; cached objects missing from it
+  are delivered as DELETED (a relist after a long outage sees deletions it never
+  watched);
 - "410 Gone" (the resourceVersion is too old) relists; a dropped connection or an
   unreachable API server retries the watch from the last resourceVersion after a
   capped, jittered backoff. Nothing here ever gives up.
 
-Events are handed to the event loop in batches (one call per chunk read from the
-stream), where the handlers update the cache and enqueue reconciles.
+Events are handed to the event loop in batches (a LIST page, or what one read from
+the stream holds), where the handlers update the cache and enqueue reconciles; the
+thread waits until a batch is handled, so a slow loop slows the reading instead of
+piling parsed objects up in memory.
 """
 
 from __future__ import annotations
@@ -39,24 +42,21 @@ Deliver = Callable[[list[Event], bool], None]  # (events, listed: the list is co
 WATCH_SECONDS = 300  # server-side timeout of one watch request; then it is renewed
 READ_TIMEOUT = WATCH_SECONDS + 30  # bookmarks come about once a minute on a quiet stream
 BACKOFF_CAP = 30.0
-PAGE = 500  # objects per LIST page
+PAGE = 250  # objects per LIST page
 
 
 class Gone(Exception):
     """The watch's resourceVersion is too old (410): list again."""
 
 
-def relist_events(cached: Iterable[tuple[str, str]], items: list[Obj]) -> list[Event]:
-    """The events that bring a cache holding `cached` keys to a fresh LIST's `items`:
-    every listed object (unchanged ones are recognised by the handlers as echoes),
-    then a DELETED for every cached object the list no longer has."""
-    events: list[Event] = [{"type": "ADDED", "object": item} for item in items]
-    listed = {(i["metadata"].get("namespace", ""), i["metadata"]["name"]) for i in items}
-    for namespace, name in cached:
-        if (namespace, name) not in listed:
-            gone = {"metadata": {"namespace": namespace, "name": name}}
-            events.append({"type": "DELETED", "object": gone})
-    return events
+def vanished(cached: Iterable[tuple[str, str]], listed: set[tuple[str, str]]) -> list[Event]:
+    """DELETED events for the cached objects a fresh LIST no longer has: deleted while
+    nobody watched (a long outage), or never really there (a stale cache)."""
+    return [
+        {"type": "DELETED", "object": {"metadata": {"namespace": ns, "name": name}}}
+        for ns, name in cached
+        if (ns, name) not in listed
+    ]
 
 
 def split_lines(buffer: bytes, chunk: bytes) -> tuple[list[bytes], bytes]:
@@ -122,9 +122,12 @@ class Informer:
                 self._stop.wait(delay)
 
     def _list(self) -> None:
-        """One consistent snapshot, in pages: every Deployment of a large cluster in one
-        response is one huge allocation on the API server and here."""
-        items: list[Obj] = []
+        """One consistent snapshot, in pages, each delivered (and handled: delivery waits
+        for the handlers) before the next is fetched, so at most a page of parsed objects
+        is alive at once; then DELETED for the cached objects it no longer has. Unchanged
+        objects are recognised by the handlers as echoes and cost no reconcile."""
+        cached = [key for key in self._cached_keys() if self.namespace in (None, key[0])]
+        listed: set[tuple[str, str]] = set()
         token = ""
         while True:
             query = {**self._query(), "limit": str(self.page)}
@@ -138,19 +141,22 @@ class Informer:
                 if exc.status == 410:  # the snapshot expired between pages: start over
                     raise Gone() from None
                 raise
-            items.extend(body.get("items") or [])
+            items: list[Obj] = body.get("items") or []
+            for item in items:  # list items come without kind/apiVersion
+                item.setdefault("apiVersion", self.res.api_version)
+                item.setdefault("kind", self.res.kind)
+                listed.add((item["metadata"].get("namespace", ""), item["metadata"]["name"]))
             token = body["metadata"].get("continue") or ""
-            if not token:
-                break
-        for item in items:  # list items come without kind/apiVersion
-            item.setdefault("apiVersion", self.res.api_version)
-            item.setdefault("kind", self.res.kind)
-        cached = [
-            key for key in self._cached_keys() if self.namespace in (None, key[0])
-        ]  # fmt: skip
-        self._deliver(relist_events(cached, items), True)
-        self._version = body["metadata"]["resourceVersion"]
-        log.debug("listed %d %s", len(items), self.name)
+            version = body["metadata"]["resourceVersion"]
+            events: list[Event] = [{"type": "ADDED", "object": item} for item in items]
+            del body, items
+            if token:
+                self._deliver(events, False)
+                continue
+            self._deliver(events + vanished(cached, listed), True)
+            break
+        self._version = version
+        log.debug("listed %d %s", len(listed), self.name)
 
     def _watch(self) -> None:
         query = {
