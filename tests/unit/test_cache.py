@@ -74,3 +74,27 @@ def test_owner_index_follows_relabelling_and_removal() -> None:
     assert len(store.owned(DEPLOYMENT, "ns", "ServiceProfile", "b")) == 1
     assert store.remove(DEPLOYMENT, "ns", "c") == child("b", "2")
     assert store.owned(DEPLOYMENT, "ns", "ServiceProfile", "b") == []
+
+
+def test_drops_kubectls_last_applied_annotation() -> None:
+    from appinfra.kube.cache import LAST_APPLIED
+
+    live = obj("1")
+    live["metadata"] = {**live["metadata"],  # type: ignore[dict-item]
+                        "annotations": {LAST_APPLIED: "{...}", "team": "shop"}}  # fmt: skip
+    store = Store()
+    store.upsert(DEPLOYMENT, live)
+    cached = store.get(DEPLOYMENT, "ns", "d")
+    assert cached is not None and cached["metadata"]["annotations"] == {"team": "shop"}
+
+
+def test_a_change_of_last_applied_alone_is_not_meaningful() -> None:
+    from appinfra.handlers.watches import _meaningful_change
+    from appinfra.kube.cache import LAST_APPLIED
+
+    def version(annotations: dict[str, str]) -> dict[str, object]:
+        return {"metadata": {"name": "d", "generation": 1, "annotations": annotations}}
+
+    cached = version({"team": "shop"})  # what the cache holds: no last-applied
+    assert not _meaningful_change(cached, version({LAST_APPLIED: "{...}", "team": "shop"}))
+    assert _meaningful_change(cached, version({LAST_APPLIED: "{...}", "team": "web"}))
