@@ -18,7 +18,7 @@ help:
 	@echo "make cluster    run the local control plane in the foreground"
 	@echo "make crds       regenerate crds/ (and the chart's copy) from the API models"
 	@echo "make helm       build bin/helm from its Go module (used by the chart tests)"
-	@echo "make bench      benchmarks (not part of make test; about 20 minutes)"
+	@echo "make bench      benchmarks (not part of make test; about 10 minutes, plus the first build)"
 	@echo "make kind-up    a kind cluster with the chart and the examples (needs Docker)"
 
 # The venv is rebuilt when the dependency lock changes.
