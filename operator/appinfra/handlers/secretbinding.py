@@ -281,19 +281,11 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
     SECRET_LAST_SUCCESS.labels(namespace, name).set_to_current_time()
     # On the key's refresh grid (providers/schedule.py), whole seconds as nextSyncTime
     # shows them; every binding served the same read lands on the same second.
-    next_at = (
-        math.ceil(
-            next_refresh(
-                spec.store,
-                min(f.key for f in needed),
-                interval,
-                min(r.read_at for r in fetched.values()),
-                time.time(),
-            )
-        )
-        if interval and needed
-        else None
-    )
+    next_at = None
+    if interval and needed:
+        read_at = min(r.read_at for r in fetched.values())
+        first_key = min(f.key for f in needed)
+        next_at = math.ceil(next_refresh(spec.store, first_key, interval, read_at, time.time()))
     _status(
         rt,
         body,

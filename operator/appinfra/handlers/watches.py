@@ -131,9 +131,8 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
         rt.config = new
         # Every binding re-checks store names and access; policies their default enforcement.
         for kind in ("SecretBinding", "RateLimitPolicy"):
-            for obj in rt.store.select(POLICIES[kind], lambda _: True):
-                meta = obj["metadata"]
-                loop.call_soon_threadsafe(rt.enqueue, kind, meta["namespace"], meta["name"])
+            for namespace, name in rt.store.keys(POLICIES[kind]):
+                loop.call_soon_threadsafe(rt.enqueue, kind, namespace, name)
 
     loop = asyncio.get_running_loop()
     config.on_change(reconfigure)
@@ -255,10 +254,9 @@ async def _resync_forever(rt: Runtime) -> None:
     while True:
         await asyncio.sleep(RESYNC_SECONDS)
         for kind, res in POLICIES.items():
-            for obj in rt.store.select(res, lambda _: True):
-                meta = obj["metadata"]
+            for namespace, name in rt.store.keys(res):
                 spread = random.uniform(0, RESYNC_SECONDS / 2)
-                rt.enqueue(kind, meta["namespace"], meta["name"], spread)
+                rt.enqueue(kind, namespace, name, spread)
 
 
 async def _watch_config(config: ConfigFile) -> None:

@@ -29,7 +29,7 @@ import json
 import threading
 import zlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,11 +171,6 @@ class Store:
             names = sorted(self._owned[res].get((namespace, kind, name), ()))
             entries = [self._objects[res][(namespace, n)] for n in names]
         return [e.obj() for e in entries]
-
-    def select(self, res: Resource, where: Callable[[Obj], bool]) -> list[Obj]:
-        with self._lock:
-            entries = list(self._objects[res].values())
-        return [o for o in (e.obj() for e in entries) if where(o)]
 
     def count(self, res: Resource) -> int:
         with self._lock:

@@ -81,23 +81,13 @@ class Kube:
         content_type: str = "application/json",
         resource: str = "",
     ) -> Any:
-        # The ApiClient gives the URL and the credentials (refreshing expiring ones);
-        # the body is encoded here, once, as compact JSON, and sent on its connection
-        # pool directly: its generic path walked every body (sanitize_for_serialization)
-        # and wrapped every response, measurable at thousands of requests.
-        _, url, headers, _, _ = self.api.param_serialize(
-            method,
-            path,
-            query_params=list((query or {}).items()),
-            header_params={"Accept": "application/json", "Content-Type": content_type},
-            auth_settings=["BearerToken"],
-        )
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         API_REQUESTS.labels(method, resource or path.rsplit("/", 2)[-2]).inc()
         try:
-            resp = self.api.rest_client.pool_manager.request(
-                method, url, body=data, headers=headers, timeout=urllib3.Timeout(total=self.timeout)
-            )
+            resp = self._send(
+                method, path, query, data, {"Content-Type": content_type},
+                timeout=urllib3.Timeout(total=self.timeout),
+            )  # fmt: skip
         except urllib3.exceptions.SSLError as exc:
             raise KubeError(0, "SSLError", str(exc)) from None
         if not 200 <= resp.status < 300:
@@ -107,26 +97,42 @@ class Kube:
     def stream(self, path: str, query: dict[str, str], read_timeout: float, resource: str) -> Any:
         """A GET whose body is read as it arrives (a watch): the urllib3 response.
         Counted as verb WATCH. The caller reads it and calls release_conn()."""
-        _, url, headers, _, _ = self.api.param_serialize(
-            "GET",
-            path,
-            query_params=list(query.items()),
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-        )
         API_REQUESTS.labels("WATCH", resource).inc()
-        resp = self.api.rest_client.pool_manager.request(
-            "GET",
-            url,
-            headers=headers,
-            preload_content=False,
-            timeout=urllib3.Timeout(connect=self.timeout, read=read_timeout),
-        )
+        resp = self._send(
+            "GET", path, query, None, {},
+            timeout=urllib3.Timeout(connect=self.timeout, read=read_timeout), stream=True,
+        )  # fmt: skip
         if resp.status != 200:
             data = resp.read()
             resp.release_conn()
             raise _error(resp.status, data)
         return resp
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str] | None,
+        body: bytes | None,
+        headers: dict[str, str],
+        *,
+        timeout: urllib3.Timeout,
+        stream: bool = False,
+    ) -> Any:
+        """One request on the ApiClient's connection pool. The ApiClient gives the URL
+        and the credentials (refreshing expiring ones); bodies are encoded by the caller,
+        once: the ApiClient's generic path walked every body (sanitize_for_serialization)
+        and wrapped every response, measurable at thousands of requests."""
+        _, url, headers, _, _ = self.api.param_serialize(
+            method,
+            path,
+            query_params=list((query or {}).items()),
+            header_params={"Accept": "application/json", **headers},
+            auth_settings=["BearerToken"],
+        )
+        return self.api.rest_client.pool_manager.request(
+            method, url, body=body, headers=headers, timeout=timeout, preload_content=not stream
+        )
 
     def get(self, res: Resource, namespace: str, name: str) -> Obj | None:
         try:
@@ -136,17 +142,6 @@ class Kube:
                 return None
             raise
         return obj
-
-    def list(
-        self, res: Resource, namespace: str | None = None, label_selector: str = ""
-    ) -> list[Obj]:
-        query = {"labelSelector": label_selector} if label_selector else None
-        body = self.request("GET", res.path(namespace), query=query, resource=res.plural)
-        items: list[Obj] = body.get("items", [])
-        for item in items:  # list items come without kind/apiVersion
-            item.setdefault("apiVersion", res.api_version)
-            item.setdefault("kind", res.kind)
-        return items
 
     def apply(self, res: Resource, obj: Obj, manager: str, *, subresource: str = "") -> Obj:
         """Server-side apply `obj` as `manager`, taking ownership of conflicting fields.

@@ -142,9 +142,8 @@ class Informer:
                     raise Gone() from None
                 raise
             items: list[Obj] = body.get("items") or []
-            for item in items:  # list items come without kind/apiVersion
-                item.setdefault("apiVersion", self.res.api_version)
-                item.setdefault("kind", self.res.kind)
+            for item in items:
+                self._typed(item)
                 listed.add((item["metadata"].get("namespace", ""), item["metadata"]["name"]))
             token = body["metadata"].get("continue") or ""
             version = body["metadata"]["resourceVersion"]
@@ -195,9 +194,13 @@ class Informer:
             self._version = version
         if kind == "BOOKMARK":
             return None
+        self._typed(obj)
+        return event
+
+    def _typed(self, obj: Obj) -> None:
+        """List items (and some watch objects) come without kind and apiVersion."""
         obj.setdefault("apiVersion", self.res.api_version)
         obj.setdefault("kind", self.res.kind)
-        return event
 
 
 def _describe(exc: Exception) -> str:

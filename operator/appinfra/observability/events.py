@@ -2,8 +2,8 @@
 
 Posted with the operator's own client from a small background pool, so posting
 never delays a reconcile. Posting is best effort: a failed Event is logged and
-never fails a reconcile. Messages never
-include secret values: callers pass names, reasons and counts only.
+never fails a reconcile. Messages never include secret values: callers pass
+names, reasons and counts only.
 """
 
 from __future__ import annotations
