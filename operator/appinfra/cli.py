@@ -62,6 +62,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_uninstall(args: argparse.Namespace) -> int:
+    from appinfra.kube.client import Kube, KubeError, load_api_client
+    from appinfra.uninstall import uninstall
+
+    try:
+        released = uninstall(Kube(load_api_client()), args.namespace)
+    except KubeError as exc:
+        print(f"appinfra uninstall: {exc}", file=sys.stderr)
+        return 1
+    for line in released:
+        print(f"released {line}")
+    print(f"{len(released)} resource(s) released")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="appinfra",
@@ -113,6 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("-f", "--file", action="append", required=True, metavar="FILE")
     render.add_argument("--config", default=None, help="operator configuration file")
     render.set_defaults(func=_cmd_render)
+
+    uninstall = sub.add_parser(
+        "uninstall",
+        help="after the operator is removed: release its Deployment fields and finalizers",
+        description="Run after `helm uninstall` and before deleting the CRDs: gives back "
+        "every field appinfra wrote on targets it does not own and removes its finalizer, "
+        "so namespace and CRD deletion do not wait for an operator that is gone.",
+    )
+    uninstall.add_argument(
+        "--namespace", "-n", action="append", default=[], metavar="NS",
+        help="only this namespace (repeatable; default: every namespace)",
+    )  # fmt: skip
+    uninstall.set_defaults(func=_cmd_uninstall)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=_cmd_version)

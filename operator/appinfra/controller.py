@@ -23,6 +23,7 @@ from appinfra.kube.cache import Store
 from appinfra.kube.client import Kube, KubeError, Obj
 from appinfra.kube.conditions import ACCEPTED, Condition, merge_conditions
 from appinfra.kube.diff import APPLIED_ANNOTATION, up_to_date, with_hash
+from appinfra.kube.ownership import controlled_by
 from appinfra.kube.resources import BY_KIND, DEPLOYMENT, Resource
 from appinfra.kube.targets import TargetIndex
 from appinfra.kube.workqueue import Requeue, WorkQueue
@@ -35,10 +36,25 @@ from appinfra.render.common import Owner
 log = logging.getLogger("appinfra")
 
 FINALIZER = "appinfra.dev/release"
+# On our own resource: `<Kind>/<name>` of the target whose fields it wrote.
+TARGET_CLAIM = "appinfra.dev/target"
 
 Key = tuple[str, str]  # (namespace, name)
 ReconcileFn = Callable[["Runtime", str, str], Requeue | None]
 SpecT = TypeVar("SpecT", bound=ApiModel)
+
+
+class Taken(Exception):
+    """A child's name is held by an object this resource did not create: reported as
+    Accepted=False, reason Conflicted, and the object is left exactly as it is."""
+
+    def __init__(self, kind: str, name: str, owner: Owner, hint: str = ""):
+        self.kind, self.name = kind, name
+        super().__init__(
+            f"{kind} {name} already exists and was not created by this {owner.kind}; "
+            + (hint or f"appinfra never modifies it: delete or rename that {kind}, "
+               f"or change this {owner.kind} so its {kind} gets another name")
+        )  # fmt: skip
 
 
 def now() -> str:
@@ -136,8 +152,13 @@ class Runtime:
 
         `live`: the current object when the caller already has it (e.g. from a GET,
         for an object no watch covers)."""
+        return self._apply_changed(with_hash(intent, annotation), manager, annotation, live)
+
+    def _apply_changed(
+        self, intent: Obj, manager: str, annotation: str, live: Obj | None
+    ) -> tuple[Obj, bool]:
+        """`ensure` for an intent that already carries its hash."""
         res = BY_KIND[intent["kind"]]
-        intent = with_hash(intent, annotation)
         meta = intent["metadata"]
         if live is None:
             live = self.read(res, meta["namespace"], meta["name"])
@@ -147,6 +168,48 @@ class Runtime:
         out = self.kube.apply(res, intent, manager)
         self.store.write_through(res, out)  # write-through: the next reconcile sees it at once
         return out, True
+
+    def ensure_child(
+        self,
+        owner: Owner,
+        intent: Obj,
+        manager: str,
+        annotation: str = APPLIED_ANNOTATION,
+        *,
+        live: Obj | None = None,
+        mine: Callable[[Obj], bool] | None = None,
+        hint: str = "",
+    ) -> tuple[Obj, bool]:
+        """Like `ensure`, for an object this resource creates: written only if it is
+        absent (then created, never applied: an apply would take over an object made
+        in the meantime) or carries `owner`'s controller reference (`mine` decides
+        instead where there is none, e.g. an orphaned or merged-into Secret).
+        Anything else raises Taken and is never touched."""
+        res = BY_KIND[intent["kind"]]
+        intent = with_hash(intent, annotation)
+        namespace, name = intent["metadata"]["namespace"], intent["metadata"]["name"]
+        if live is None:
+            live = self.read(res, namespace, name)
+        if live is None:
+            try:
+                out = self.kube.create_applied(res, intent, manager)
+            except KubeError as exc:
+                if not exc.already_exists:
+                    raise
+                # Not in the cache (only our own children are) but there: whose is it?
+                live = self.kube.get(res, namespace, name)
+                if live is None:
+                    raise  # deleted again meanwhile: the retry creates it
+            else:
+                self.store.write_through(res, out)
+                return out, True
+        if not (mine(live) if mine else controlled_by(live, owner.uid)):
+            raise Taken(res.kind, name, owner, hint)
+        # The uid makes the apply a precondition on this very object: if it was deleted
+        # and someone else's took its name since we read it, the server refuses (409).
+        if uid := live["metadata"].get("uid"):
+            intent = {**intent, "metadata": {**intent["metadata"], "uid": uid}}
+        return self._apply_changed(intent, manager, annotation, live)
 
     def release(self, res: Resource, namespace: str, name: str, manager: str) -> None:
         """Give up every field `manager` owns on an object we do not own.
@@ -171,21 +234,33 @@ class Runtime:
         for res in kinds:
             for obj in self.owned(res, owner):
                 meta = obj["metadata"]
-                if (res.kind, meta["name"]) in wanted:
-                    continue
+                if (res.kind, meta["name"]) in wanted or not controlled_by(obj, owner.uid):
+                    continue  # labels alone can be copied; the controller reference cannot
                 if self.kube.delete(res, meta["namespace"], meta["name"], uid=meta.get("uid")):
                     gone.append(f"{res.kind}/{meta['name']}")
                 self.store.remove(res, meta["namespace"], meta["name"])
         return gone
 
-    def add_finalizer(self, res: Resource, body: Obj) -> Obj:
+    def claim_target(self, res: Resource, body: Obj, target: Resource | None, name: str) -> Obj:
+        """Call before writing fields on a target we do not own (None: this reconcile
+        writes none). Keeps the finalizer exactly while a target holds our fields, and
+        notes on the resource which target that is, so that a changed targetRef (or a
+        section that stopped writing there) releases the old target's fields first."""
         meta = body["metadata"]
-        finalizers = list(meta.get("finalizers") or [])
-        if FINALIZER in finalizers:
+        wanted = f"{target.kind}/{name}" if target is not None else None
+        previous = self._claim(body)
+        finalizers = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
+        if wanted:
+            finalizers.append(FINALIZER)
+        noted = (meta.get("annotations") or {}).get(TARGET_CLAIM)
+        if noted == wanted and finalizers == list(meta.get("finalizers") or []):
             return body
+        if previous and previous != wanted:
+            self._release_claim(body, previous)
         patch = {
             "metadata": {
-                "finalizers": [*finalizers, FINALIZER],
+                "finalizers": finalizers,
+                "annotations": {TARGET_CLAIM: wanted},
                 "resourceVersion": meta["resourceVersion"],
             }
         }
@@ -193,14 +268,31 @@ class Runtime:
         self.store.write_through(res, out)
         return out
 
-    def remove_finalizer(self, res: Resource, body: Obj) -> None:
+    def _claim(self, body: Obj) -> str | None:
+        """`<Kind>/<name>` of the target holding our fields, if any. Resources from before
+        the note existed hold the finalizer only: their target is the one in the spec."""
         meta = body["metadata"]
-        finalizers = list(meta.get("finalizers") or [])
-        if FINALIZER not in finalizers:
+        noted = (meta.get("annotations") or {}).get(TARGET_CLAIM)
+        if noted:
+            return str(noted)
+        if FINALIZER in (meta.get("finalizers") or []):
+            _, kind, name = target_key(body)
+            return f"{kind}/{name}"
+        return None
+
+    def _release_claim(self, body: Obj, claim: str) -> None:
+        """Release our fields on the claimed target. Only the resource named in the
+        target's `appinfra.dev/<kind>` annotation releases: the field manager is per
+        kind, so a Conflicted loser releasing would strip the winner's fields."""
+        kind, _, name = claim.partition("/")
+        target = BY_KIND.get(kind)
+        if target is None or not name:
             return
-        finalizers.remove(FINALIZER)
-        patch = {"metadata": {"finalizers": finalizers, "resourceVersion": meta["resourceVersion"]}}
-        self.kube.merge_patch(res, meta["namespace"], meta["name"], patch)
+        owner = Owner.of(body)
+        live = self.read(target, owner.namespace, name)
+        annotations = (live or {}).get("metadata", {}).get("annotations") or {}
+        if annotations.get(owner.target_annotation) == owner.name:
+            self.release(target, owner.namespace, name, owner.field_manager)
 
     def write_status(
         self, res: Resource, body: Obj, conditions: list[Condition], **fields: Any
@@ -301,22 +393,17 @@ class Runtime:
             f"{target[2]} (the oldest wins); delete one of them or point this one elsewhere"
         )
 
-    def release_target(self, res: Resource, body: Obj, target: Resource, name: str) -> None:
-        """On deletion: give back our fields on a target we shaped, then drop the finalizer.
-
-        Only the resource named in the target's `appinfra.dev/<kind>` annotation releases:
-        the field manager is per kind, so a Conflicted loser releasing would strip the
-        winner's fields.
-        """
+    def release_target(self, res: Resource, body: Obj) -> None:
+        """On deletion: give back our fields on the target we shaped, then let go."""
         meta = body["metadata"]
         if FINALIZER not in (meta.get("finalizers") or []):
             return
-        owner = Owner.of(body)
-        live = self.read(target, meta["namespace"], name) if name else None
-        annotations = (live or {}).get("metadata", {}).get("annotations") or {}
-        if annotations.get(owner.target_annotation) == meta["name"]:
-            self.release(target, meta["namespace"], name, owner.field_manager)
-        self.remove_finalizer(res, body)
+        claim = self._claim(body)
+        if claim:
+            self._release_claim(body, claim)
+        finalizers = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
+        patch = {"metadata": {"finalizers": finalizers, "resourceVersion": meta["resourceVersion"]}}
+        self.kube.merge_patch(res, meta["namespace"], meta["name"], patch)
 
     def event(self, body: Obj, reason: str, message: str, warning: bool = False) -> None:
         events.emit(self.kube, body, reason, message, warning=warning)

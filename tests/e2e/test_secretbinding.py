@@ -234,6 +234,10 @@ def test_creation_policies(
 
     merge = {"name": "shared", "creationPolicy": "Merge"}
     apply(cluster, binding(namespace, "owner", data=data, target=merge))
+    sb = wait_condition(cluster, SB, namespace, "owner", "Accepted", "False", "Conflicted")
+    assert "appinfra.dev/merge-from: owner" in condition(sb, "Accepted")["message"]
+    existing["metadata"]["annotations"] = {"appinfra.dev/merge-from": "owner"}
+    apply(cluster, existing)  # the Secret's owner opts in
     wait_condition(cluster, SB, namespace, "owner", "Ready", "True")
     assert secret_data(cluster, namespace, "shared") == {"OTHER": "keep-me", "PW": "cp"}
 

@@ -5,7 +5,7 @@ event, not by polling)."""
 from __future__ import annotations
 
 from appinfra.api.kinds import HEALTH_POLICY
-from appinfra.controller import Runtime, target_key
+from appinfra.controller import Runtime
 from appinfra.kube.client import KubeError
 from appinfra.kube.conditions import ACCEPTED, Condition
 from appinfra.kube.resources import DEPLOYMENT, HEALTHPOLICY
@@ -22,7 +22,7 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
     if body is None:
         return None
     if body["metadata"].get("deletionTimestamp"):
-        rt.release_target(HEALTHPOLICY, body, DEPLOYMENT, target_key(body)[2])
+        rt.release_target(HEALTHPOLICY, body)
         return None
     spec = rt.admit(HEALTHPOLICY, HEALTH_POLICY, body)
     if spec is None:
@@ -36,7 +36,7 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
         rt.reject(HEALTHPOLICY, body, "Invalid", "; ".join(rendered.problems))
         return None
 
-    body = rt.add_finalizer(HEALTHPOLICY, body)
+    body = rt.claim_target(HEALTHPOLICY, body, DEPLOYMENT, spec.target_ref.name)
     try:
         live, changed = rt.ensure(rendered.deployment, MANAGER, APPLIED)
     except KubeError as exc:

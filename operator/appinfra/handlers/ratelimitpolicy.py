@@ -5,10 +5,10 @@ policy the chosen enforcement can express."""
 from __future__ import annotations
 
 from appinfra.api.kinds import RATE_LIMIT_POLICY
-from appinfra.controller import Runtime
+from appinfra.controller import Runtime, Taken
 from appinfra.kube.client import KubeError, Obj
 from appinfra.kube.conditions import ACCEPTED, Condition
-from appinfra.kube.resources import BY_KIND, CONFIGMAP, INGRESS, RATELIMITPOLICY, Resource
+from appinfra.kube.resources import BY_KIND, CONFIGMAP, RATELIMITPOLICY, Resource
 from appinfra.kube.workqueue import Requeue
 from appinfra.render.common import Owner
 from appinfra.render.ratelimitpolicy import render_ratelimitpolicy
@@ -27,8 +27,7 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
     if body is None:
         return None
     if body["metadata"].get("deletionTimestamp"):
-        _, target_name = _target(body)
-        rt.release_target(RATELIMITPOLICY, body, INGRESS, target_name)
+        rt.release_target(RATELIMITPOLICY, body)
         return None
     spec = rt.admit(RATELIMITPOLICY, RATE_LIMIT_POLICY, body)
     if spec is None:
@@ -50,18 +49,18 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
 
     owner = Owner.of(body)
     rendered = render_ratelimitpolicy(owner, spec, target, enforcement)
-    body = rt.add_finalizer(RATELIMITPOLICY, body)
+    # Enforcement moved away from IngressNginx (or the target changed): the claim
+    # releases our annotations on the Ingress they were on.
+    claimed = res if rendered.target_intent is not None else None
+    body = rt.claim_target(RATELIMITPOLICY, body, claimed, target_name)
     try:
-        changed = [rt.ensure(obj, MANAGER)[1] for obj in rendered.children]
+        changed = [rt.ensure_child(owner, obj, MANAGER)[1] for obj in rendered.children]
         deleted = rt.prune(owner, (CONFIGMAP,), rendered.children)
         if rendered.target_intent is not None:
             changed.append(rt.ensure(rendered.target_intent, MANAGER, APPLIED)[1])
-        elif res is INGRESS:
-            # Enforcement moved away from IngressNginx: take our annotations back.
-            annotations = target["metadata"].get("annotations") or {}
-            if annotations.get(owner.target_annotation) == name:
-                rt.release(INGRESS, namespace, target_name, MANAGER)
-                changed.append(True)
+    except Taken as exc:
+        rt.reject(RATELIMITPOLICY, body, "Conflicted", str(exc))
+        return None
     except KubeError as exc:
         rt.apply_failed(RATELIMITPOLICY, body, exc, also=("Enforced",))
         if exc.invalid:

@@ -18,14 +18,22 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 
 from appinfra.api.formats import duration_seconds
 from appinfra.api.kinds import SECRET_BINDING
 from appinfra.api.secretbinding import SecretBindingSpec
 from appinfra.api.validation import parse_spec
-from appinfra.controller import Runtime, now
+from appinfra.controller import Runtime, Taken, now
 from appinfra.kube.client import KubeError, Obj
 from appinfra.kube.conditions import ACCEPTED, Condition
+from appinfra.kube.ownership import (
+    MERGE_OPT_IN,
+    PROTECTED_SECRET_TYPES,
+    controlled_by,
+    controller_uid,
+    merge_allowed,
+)
 from appinfra.kube.resources import DEPLOYMENT, SECRET, SECRETBINDING
 from appinfra.kube.workqueue import Requeue
 from appinfra.observability.metrics import SECRET_LAST_SUCCESS, SECRET_SYNC_TOTAL
@@ -114,6 +122,32 @@ def _managed_by(obj: Obj | None, name: str) -> bool:
     )
 
 
+def _write_rule(
+    spec: SecretBindingSpec, owner: Owner, secret: str
+) -> tuple[Callable[[Obj], bool], str]:
+    """Which existing Secret this binding may write (by creationPolicy), and what to do
+    when it may not. Owner: one it created (its controller reference). Orphan: one it
+    created and labelled (no reference, by design). Merge: one whose owner opted in."""
+    policy = spec.target.creation_policy
+    if policy == "Merge":
+        hint = (
+            f"creationPolicy Merge writes into a Secret only with its owner's consent: "
+            f"annotate it {MERGE_OPT_IN}: {owner.name} (never possible for Secrets of type "
+            f"{', '.join(sorted(PROTECTED_SECRET_TYPES))}), or choose another spec.target.name"
+        )
+        return (lambda live: merge_allowed(live, owner.name)), hint
+    hint = (
+        "appinfra never takes it over: choose another spec.target.name, or have its owner "
+        f"annotate it {MERGE_OPT_IN}: {owner.name} and set spec.target.creationPolicy: Merge "
+        "to write only this binding's keys into it"
+    )
+    if policy == "Orphan":
+        return (
+            lambda live: _managed_by(live, owner.name) and controller_uid(live) in (None, owner.uid)
+        ), hint
+    return (lambda live: controlled_by(live, owner.uid)), hint
+
+
 def _sync_due(rt: Runtime, body: Obj, spec: SecretBindingSpec, live: Obj | None) -> float:
     """Seconds until the next sync is due (0: now)."""
     status = body.get("status") or {}
@@ -171,19 +205,23 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
         return None
 
     secret_name = target_name(spec, name)
+    owner = Owner.of(body)
     # Only Secrets we label are watched: a miss in the cache may still be a user's
-    # Secret (which Owner must refuse to adopt, and Merge must write into), so confirm.
+    # Secret (which must never be taken over), so confirm.
     live = rt.read(SECRET, namespace, secret_name) or rt.kube.get(SECRET, namespace, secret_name)
-    if live is not None and spec.target.creation_policy == "Owner" and not _managed_by(live, name):
-        rt.reject(
-            SECRETBINDING,
-            body,
-            "Conflicted",
-            f"Secret {secret_name} exists and is not managed by this SecretBinding; "
-            "set spec.target.creationPolicy: Merge to write only its keys into it, "
-            "or choose another spec.target.name",
+    mine, hint = _write_rule(spec, owner, secret_name)
+    if live is not None and not mine(live):
+        rt.reject(SECRETBINDING, body, "Conflicted", str(Taken("Secret", secret_name, owner, hint)))
+        # That Secret is not watched: look again later for its owner's opt-in (or its end).
+        return Requeue(FAILURES.next_delay((namespace, name)))
+    if live is None and spec.target.creation_policy == "Merge":
+        message = (
+            f"Secret {secret_name} not found in namespace {namespace}: creationPolicy Merge "
+            f"writes only into an existing Secret whose owner annotated it {MERGE_OPT_IN}: "
+            f"{name}; create it, or use creationPolicy Owner"
         )
-        return None
+        _sync_failed(rt, body, spec.store, "SecretNotFound", message)
+        return Requeue(FAILURES.next_delay((namespace, name)))
 
     needed = fetches(spec)
     for fetch in needed:
@@ -217,7 +255,9 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
         return Requeue(FAILURES.next_delay(key))
     except ProviderError as exc:
         remote_gone = isinstance(exc, SecretNotFound) and spec.target.deletion_policy == "Delete"
-        if remote_gone and live is not None and _managed_by(live, name):
+        # Only a Secret this binding created: never one it merely merged keys into.
+        created = spec.target.creation_policy != "Merge"
+        if remote_gone and live is not None and created and mine(live):
             rt.kube.delete(SECRET, namespace, secret_name, uid=live["metadata"].get("uid"))
             message = f"Secret {secret_name} deleted: the remote secret is gone (deletionPolicy)"
             rt.event(body, "Deleted", message)
@@ -235,17 +275,21 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
         _sync_failed(rt, body, spec.store, "TemplateError", str(exc))
         return None  # permanent until the spec changes
 
-    owner = Owner.of(body)
-    body = rt.add_finalizer(SECRETBINDING, body)
     try:
         # A manager per binding on the Secret: with Merge, two bindings writing keys
         # into one Secret must not remove each other's keys.
-        written, changed = rt.ensure(
+        written, changed = rt.ensure_child(
+            owner,
             render_secret(owner, spec, data),
             f"{MANAGER}/{name}",
             f"appinfra.dev/sb.{name[:60]}",
             live=live,
+            mine=mine,
+            hint=hint,
         )
+    except Taken as exc:
+        rt.reject(SECRETBINDING, body, "Conflicted", str(exc))
+        return None
     except KubeError as exc:
         _sync_failed(
             rt,
@@ -261,20 +305,20 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
         rt.event(body, "Synced", f"Secret {secret_name} updated ({len(data)} keys)")
 
     ready = Condition("Ready", True, "Synced", f"Secret {secret_name} holds {len(data)} keys")
-    if spec.target_ref is not None:
-        if rt.read(DEPLOYMENT, namespace, spec.target_ref.name) is None:
-            ready = Condition(
-                "Ready",
-                False,
-                "TargetNotFound",
-                f"Deployment {spec.target_ref.name} not found; the Secret is "
-                "synced and will be rolled out once it exists",
-            )
-        else:
-            intent = render_consumer(
-                owner, spec.target_ref.name, digest if spec.rollout_on_change else None
-            )
-            rt.ensure(intent, MANAGER, APPLIED_DEPLOYMENT)
+    consumer = spec.target_ref.name if spec.target_ref is not None else ""
+    found = bool(consumer) and rt.read(DEPLOYMENT, namespace, consumer) is not None
+    body = rt.claim_target(SECRETBINDING, body, DEPLOYMENT if found else None, consumer)
+    if found:
+        intent = render_consumer(owner, consumer, digest if spec.rollout_on_change else None)
+        rt.ensure(intent, MANAGER, APPLIED_DEPLOYMENT)
+    elif consumer:
+        ready = Condition(
+            "Ready",
+            False,
+            "TargetNotFound",
+            f"Deployment {consumer} not found; the Secret is "
+            "synced and will be rolled out once it exists",
+        )
 
     FAILURES.reset(key)
     SECRET_SYNC_TOTAL.labels(spec.store, "Synced").inc()
@@ -307,5 +351,4 @@ def _finalize(rt: Runtime, body: Obj) -> None:
     """Deleted: release the consumer's fields (an owned Secret goes by garbage collection)."""
     meta = body["metadata"]
     FAILURES.reset((meta["namespace"], meta["name"]))
-    target = (body.get("spec") or {}).get("targetRef") or {}
-    rt.release_target(SECRETBINDING, body, DEPLOYMENT, target.get("name", ""))
+    rt.release_target(SECRETBINDING, body)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from appinfra.api.kinds import SERVICE_PROFILE
-from appinfra.controller import Runtime, describe_changes, target_key
+from appinfra.controller import Runtime, Taken, describe_changes
 from appinfra.kube.client import KubeError, Obj
 from appinfra.kube.conditions import ACCEPTED, Condition
 from appinfra.kube.resources import (
@@ -80,11 +80,13 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
         rt.reject(SERVICEPROFILE, body, "Invalid", f"spec.{exc}")
         return None
 
-    body = rt.add_finalizer(SERVICEPROFILE, body)
+    writes_target = rendered.deployment is not None
+    body = rt.claim_target(SERVICEPROFILE, body, DEPLOYMENT if writes_target else None,
+                           spec.target_ref.name)  # fmt: skip
     changed: list[str] = []
     try:
         for obj in rendered.children:
-            _, did = rt.ensure(obj, MANAGER)
+            _, did = rt.ensure_child(owner, obj, MANAGER)
             if did:
                 changed.append(f"{obj['kind']}/{obj['metadata']['name']}")
         deleted = rt.prune(owner, CHILD_KINDS, rendered.children)
@@ -92,6 +94,9 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
             _, did = rt.ensure(rendered.deployment, MANAGER, APPLIED)
             if did:
                 changed.append(f"Deployment/{spec.target_ref.name} fields")
+    except Taken as exc:
+        rt.reject(SERVICEPROFILE, body, "Conflicted", str(exc))
+        return None  # until the spec changes or that object goes (resync retries)
     except KubeError as exc:
         rt.apply_failed(SERVICEPROFILE, body, exc)
         if exc.invalid:
@@ -117,7 +122,7 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
 
 def _finalize(rt: Runtime, body: Obj) -> None:
     """Deleted: release our Deployment fields (children go by garbage collection)."""
-    rt.release_target(SERVICEPROFILE, body, DEPLOYMENT, target_key(body)[2])
+    rt.release_target(SERVICEPROFILE, body)
 
 
 ATTACHABLE = {"HealthPolicy": HEALTHPOLICY, "RateLimitPolicy": RATELIMITPOLICY,

@@ -47,6 +47,10 @@ class KubeError(Exception):
         return self.status == 409
 
     @property
+    def already_exists(self) -> bool:
+        return self.status == 409 and self.reason == "AlreadyExists"
+
+    @property
     def invalid(self) -> bool:
         """The server refused the object itself (too large, schema): retrying the same
         request cannot help; only a change to the spec can."""
@@ -182,6 +186,41 @@ class Kube:
             resource=res.plural,
         )
         return out
+
+    def create_applied(self, res: Resource, obj: Obj, manager: str) -> Obj:
+        """Create `obj`, never touching an existing one (409 AlreadyExists), with its
+        fields owned by `manager` as if it had applied them.
+
+        Server-side apply would create too, but it also takes over an object someone
+        made in the meantime. A POST records its fields under an *Update* entry, which a
+        later apply by the same manager does not replace: fields the intent drops later
+        would stay, owned by that entry. Relabelling the entry as Apply makes the first
+        apply set exactly what was created (one extra write, for new objects only).
+        """
+        meta = obj["metadata"]
+        out: Obj = self.request(
+            "POST",
+            res.path(meta["namespace"]),
+            query={"fieldManager": manager},
+            body=obj,
+            resource=res.plural,
+        )
+        entries = out["metadata"].get("managedFields") or []
+        relabelled = [
+            {**e, "operation": "Apply"}
+            if e.get("manager") == manager and e.get("operation") == "Update"
+            else e
+            for e in entries
+        ]
+        if relabelled == entries:
+            return out
+        patch = {
+            "metadata": {
+                "managedFields": relabelled,
+                "resourceVersion": out["metadata"]["resourceVersion"],
+            }
+        }
+        return self.merge_patch(res, meta["namespace"], meta["name"], patch)
 
     def delete(self, res: Resource, namespace: str, name: str, uid: str | None = None) -> bool:
         """Delete; with `uid`, only that incarnation (never a same-named newcomer)."""
