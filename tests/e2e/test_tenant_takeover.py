@@ -97,13 +97,14 @@ ATTACKS: list[tuple[str, str, dict[str, Any], str]] = [
 def test_serviceprofile_never_takes_over_a_foreign_child(
     cluster: Cluster, operator: Operator, namespace: str
 ) -> None:
-    apply(cluster, deployment(namespace, "api"))
     before = {}
     for kind, name, _, _ in ATTACKS:
         apply(cluster, _victim(namespace, kind, name))
         before[name] = get(cluster, kind, namespace, name)
-    for _, _, spec, attacker in ATTACKS:
-        apply(cluster, profile(namespace, attacker, "api", **spec))
+    for _, _, spec, attacker in ATTACKS:  # one target each: one profile per Deployment
+        apply(
+            cluster, deployment(namespace, attacker), profile(namespace, attacker, attacker, **spec)
+        )
     for kind, name, _, attacker in ATTACKS:
         _conflicted(cluster, SP, namespace, attacker, f"{kind} {name}")
         _unchanged(cluster, kind, namespace, before[name])
