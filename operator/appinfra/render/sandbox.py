@@ -118,7 +118,12 @@ class WorkerPool:
         self._free = threading.Condition()
 
     def render(self, name: str, source: str, context: Mapping[str, Any]) -> str:
-        request = pickle.dumps((name, source, dict(context)), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            request = pickle.dumps((name, source, dict(context)), pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # a caller's bug, but still no traceback with values
+            raise SandboxError(
+                f"{name}: the context cannot be sent ({type(exc).__name__})"
+            ) from None
         index = self._acquire(hash(source) % self._size)
         try:
             return self._render_on(index, name, request)
@@ -165,7 +170,13 @@ class WorkerPool:
         except OSError:  # it ended while idle; the request never reached it: once more
             worker.retired = True
             worker = self._worker(index, name)
-            worker.requests.send_bytes(request)
+            try:
+                worker.requests.send_bytes(request)
+            except OSError as exc:
+                worker.retired = True
+                raise SandboxError(
+                    f"{name}: the template sandbox is not answering ({type(exc).__name__})"
+                ) from None
         if not worker.replies.poll(WALL_SECONDS):
             worker.stop(kill=True)
             self._slots[index] = None

@@ -408,10 +408,14 @@ class _Cache:
                 return template
             self._chars += len(source)
         self._items[source] = template  # (re)inserted last: most recently used
-        while len(self._items) > MAX_CACHED_TEMPLATES or self._chars > MAX_CACHED_SOURCE:
+        while self._items and (
+            len(self._items) > MAX_CACHED_TEMPLATES or self._chars > MAX_CACHED_SOURCE
+        ):
             oldest = next(iter(self._items))
             del self._items[oldest]
             self._chars -= len(oldest)
+        if not self._items:
+            self._chars = 0  # a CPU timer may have struck between pop and insert
         return template
 
     def clear(self) -> None:
