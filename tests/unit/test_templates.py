@@ -133,3 +133,18 @@ def test_shutdown_stops_workers_and_a_later_render_starts_new_ones() -> None:
     render_template("t", "{{ 1 }}", {})
     sandbox.shutdown()
     assert render_template("t", "{{ 2 }}", {}) == "2"
+
+
+def test_a_sandbox_that_cannot_start_is_an_error_not_a_fallback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Never render unbounded in the operator's own process instead."""
+    from appinfra.render import sandbox
+
+    monkeypatch.setattr(sandbox, "_ENTRY", "import sys; sys.exit(3)")
+    pool = sandbox.WorkerPool(size=1)
+    with pytest.raises(sandbox.SandboxError, match=r"^t: the template sandbox could not start"):
+        pool.render("t", "{{ 1 }}", {})
+    monkeypatch.undo()
+    assert pool.render("t", "{{ 1 }}", {}) == "1"
+    pool.close()

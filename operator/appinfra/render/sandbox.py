@@ -82,7 +82,12 @@ class _Worker:
         self.requests = Connection(request_w, readable=False)
         self.replies = Connection(reply_r, writable=False)
         self.retired = False
-        if not self.replies.poll(START_SECONDS) or self.replies.recv_bytes(16) != b"R":
+        try:
+            ready = self.replies.poll(START_SECONDS) and self.replies.recv_bytes(16) == b"R"
+        except (EOFError, OSError):  # it died while starting (cannot import, no memory)
+            ready = False
+        if not ready:
+            self.stop(kill=True)
             raise OSError("the worker did not report ready")
 
     def usable(self) -> bool:
