@@ -14,6 +14,7 @@ import os
 import re
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -185,7 +186,7 @@ def test_a_worker_that_does_not_answer_is_killed_and_replaced(
     render_template("warm", "{{ 1 }}", {})
     monkeypatch.setattr(sandbox, "WALL_SECONDS", 0.3)
     before = set(_children())
-    outcome = render_bounded("spin", HOSTILE["nested-loops"], {})
+    outcome = render_bounded("spin", HOSTILE["nested-loops"], {"FRESH": str(uuid.uuid4())})
     assert isinstance(outcome, TemplateError)
     assert "exceeded the CPU time budget" in str(outcome) and "stopped after" in str(outcome)
     monkeypatch.undo()
@@ -254,7 +255,9 @@ def test_renders_concurrently_from_many_threads() -> None:
 def test_a_hostile_template_does_not_block_others_for_long() -> None:
     """While one worker spins on a loop, normal templates are served by the other."""
     spinning = threading.Thread(
-        target=render_bounded, args=("spin", HOSTILE["nested-loops"], {}), daemon=True
+        target=render_bounded,
+        args=("spin", HOSTILE["nested-loops"], {"FRESH": str(uuid.uuid4())}),
+        daemon=True,
     )
     spinning.start()
     time.sleep(0.2)
@@ -262,3 +265,24 @@ def test_a_hostile_template_does_not_block_others_for_long() -> None:
         assert render_template("t", "{{ I }}", {"I": str(i)}) == str(i)
     assert spinning.is_alive(), "the normal renders waited for the hostile one"
     spinning.join(DEADLINE)
+
+
+def test_a_render_that_ran_out_of_budget_is_not_run_again() -> None:
+    """Every resync asks again; rendering is deterministic, so the answer is known."""
+    pool = sandbox.WorkerPool(size=1)
+    try:
+        with pytest.raises(sandbox.SandboxError) as first:
+            pool.render("loop", HOSTILE["nested-loops"], {"X": "1"})
+        assert "exceeded the CPU time budget" in str(first.value)
+
+        def no_worker(*args: object) -> str:
+            raise AssertionError("rendered again")
+
+        pool._render_on = no_worker  # type: ignore[method-assign]
+        with pytest.raises(sandbox.SandboxError) as again:
+            pool.render("loop", HOSTILE["nested-loops"], {"X": "1"})
+        assert str(again.value) == str(first.value)
+        with pytest.raises(AssertionError, match="rendered again"):  # another context
+            pool.render("loop", HOSTILE["nested-loops"], {"X": "2"})
+    finally:
+        pool.close()

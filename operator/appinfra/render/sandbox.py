@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import os
 import pickle
 import resource
@@ -36,12 +37,19 @@ MIB = 1024 * 1024
 # hostile templates run at once. 32 MiB is still ~30 times what a 1 MiB output needs.
 POOL_SIZE = 2
 MEMORY_MIB = 32
-# A real template renders in milliseconds; two seconds of CPU is a thousand times that
-# and keeps a worker busy only briefly when a template loops for ever.
-CPU_SECONDS = 2.0
+# A real template renders in milliseconds; one second of CPU is a hundred times a
+# large one. It is short because the container's CPU limit (1 core) is shared with the
+# operator, and because while a template spins it holds one of only POOL_SIZE workers.
+CPU_SECONDS = 1.0
 # The CPU timer cannot interrupt one long C call (say a huge integer product), and a
 # loaded node may give a worker little CPU: after this long the worker is killed.
-WALL_SECONDS = 10.0
+WALL_SECONDS = 5.0
+# Workers yield the CPU to the operator's own threads (watches, API calls, leases).
+WORKER_NICENESS = 5
+# A render that ran out of CPU or memory is remembered (by a digest of the template,
+# its name and its context) and fails at once when asked again, as every resync does:
+# rendering is deterministic, so it would only burn the same budget again.
+REMEMBERED_FAILURES = 256
 START_SECONDS = 30.0  # a new worker imports Jinja2; generous for a busy node
 # A worker whose address space grew by half its budget (fragmentation after a large
 # render) exits after replying; the next render starts a fresh one.
@@ -56,6 +64,10 @@ _ENTRY = "from appinfra.render.sandbox import serve; serve()"
 
 class SandboxError(Exception):
     """A render failed; the message is value-free and starts with the template's name."""
+
+
+class _BudgetFailure(SandboxError):
+    """The worker's CPU timer or memory limit stopped the render: worth remembering."""
 
 
 class _Worker:
@@ -121,6 +133,7 @@ class WorkerPool:
         self._slots: list[_Worker | None] = [None] * size
         self._busy = [False] * size
         self._free = threading.Condition()
+        self._failed: dict[bytes, str] = {}  # digest -> message, oldest first
 
     def render(self, name: str, source: str, context: Mapping[str, Any]) -> str:
         try:
@@ -129,9 +142,20 @@ class WorkerPool:
             raise SandboxError(
                 f"{name}: the context cannot be sent ({type(exc).__name__})"
             ) from None
+        digest = hashlib.sha256(request).digest()
+        with self._free:
+            known = self._failed.get(digest)
+        if known is not None:
+            raise SandboxError(known)
         index = self._acquire(hash(source) % self._size)
         try:
             return self._render_on(index, name, request)
+        except _BudgetFailure as exc:
+            with self._free:
+                self._failed[digest] = str(exc)
+                while len(self._failed) > REMEMBERED_FAILURES:
+                    del self._failed[next(iter(self._failed))]
+            raise SandboxError(str(exc)) from None
         finally:
             with self._free:
                 self._busy[index] = False
@@ -204,6 +228,8 @@ class WorkerPool:
         text = reply[2:].decode("utf-8", "surrogatepass")
         if reply[:1] == b"O":
             return text
+        if reply[:1] == b"B":
+            raise _BudgetFailure(text)
         raise SandboxError(text)
 
     def close(self) -> None:
@@ -270,6 +296,8 @@ def serve() -> None:
     at end of input (the operator closed the pipe or died)."""
     global _armed
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on the CLI is for the parent
+    with contextlib.suppress(OSError):
+        os.nice(WORKER_NICENESS)
     requests = Connection(os.dup(0), writable=False)
     replies = Connection(os.dup(1), readable=False)
     null = os.open(os.devnull, os.O_RDWR)
@@ -308,11 +336,11 @@ def serve() -> None:
                 signal.setitimer(signal.ITIMER_PROF, 0)
             kind, payload = b"O", out
         except TemplateError as exc:
-            kind, payload = b"E", str(exc)
+            kind, payload = (b"B" if exc.budget else b"E"), str(exc)
         except CpuBudgetExceeded:  # the timer fired after the render, before disarming
-            kind, payload = b"E", f"{name}: exceeded the CPU time budget of {CPU_SECONDS:g} s"
+            kind, payload = b"B", f"{name}: exceeded the CPU time budget of {CPU_SECONDS:g} s"
         except MemoryError:
-            kind, payload = b"E", f"{name}: exceeded the memory budget of {MEMORY_MIB} MiB"
+            kind, payload = b"B", f"{name}: exceeded the memory budget of {MEMORY_MIB} MiB"
         except Exception as exc:  # a bad request: say what kind only
             kind, payload = b"E", f"{name}: the template worker failed ({type(exc).__name__})"
         size = _vm_bytes()

@@ -49,6 +49,8 @@ MAX_MESSAGE = 200  # characters of a syntax error's own text quoted in a message
 class TemplateError(ValueError):
     """A template failed to compile or render; the message names the template, never values."""
 
+    budget = False  # it ran out of CPU time or memory (the sandbox remembers those)
+
 
 class LimitExceeded(SecurityError):
     """One of this module's guards refused an operation; the message is fixed text."""
@@ -454,9 +456,12 @@ def render_here(
         line = _template_line(exc)
         message = f"{name}, line {line}" if line else name
         message += ": " + _describe(exc, source, cpu_seconds, memory_mib)
+        budget = isinstance(exc, CpuBudgetExceeded | MemoryError)
     # Raised here, outside the except block, so that the TemplateError holds no
     # __context__: the original's traceback holds the frames and whatever they built.
-    raise TemplateError(message)
+    error = TemplateError(message)
+    error.budget = budget
+    raise error
 
 
 def _template_line(exc: BaseException) -> int | None:
