@@ -77,7 +77,7 @@ class _Worker:
         env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-P", "-c", _ENTRY],
+                [sys.executable, "-P", "-B", "-c", _ENTRY],
                 stdin=request_r,
                 stdout=reply_w,
                 stderr=subprocess.DEVNULL,  # a crashing worker must not print values
@@ -304,6 +304,11 @@ def serve() -> None:
     os.dup2(null, 0)
     os.dup2(null, 1)  # nothing may write into the reply pipe but the replies
 
+    # What Jinja2 imports lazily, imported now: later imports would count against the
+    # memory budget and could try to write bytecode (see RLIMIT_FSIZE below).
+    import pprint  # noqa: F401
+    import textwrap  # noqa: F401
+
     from appinfra.render.templates import CpuBudgetExceeded, TemplateError, render_here
 
     baseline = _vm_bytes()
@@ -311,7 +316,8 @@ def serve() -> None:
         # Hard limits too: nothing in this process may raise them again.
         _limit(resource.RLIMIT_AS, baseline + MEMORY_MIB * MIB)
     _limit(resource.RLIMIT_CORE, 0)
-    _limit(resource.RLIMIT_FSIZE, 0)  # writes no files
+    _limit(resource.RLIMIT_FSIZE, 0)  # writes no files...
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # ...and a write fails, not the process
     _limit(resource.RLIMIT_NPROC, 0)  # starts no processes (ignored for root)
     signal.signal(signal.SIGPROF, _on_cpu_timer)
     replies.send_bytes(b"R")
