@@ -87,6 +87,7 @@ class _UnsafeLookup(_Lookup, SecurityError):
 
 
 def _lookup_error(base: type[Exception], name: Any, obj: Any, message: str) -> Exception:
+    """Jinja's own message is dropped on purpose: it quotes the looked-up key."""
     exc: _Lookup = _UnsafeLookup() if issubclass(base, SecurityError) else _UndefinedLookup()
     exc.name, exc.variable, exc.of_type = name, obj is missing, type(obj).__name__
     return exc
