@@ -1,3 +1,8 @@
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from appinfra.render.templates import TemplateError, render_template
@@ -51,3 +56,95 @@ def test_output_size_is_bounded() -> None:
     with pytest.raises(TemplateError, match="more than"):
         render_template("big", "{% for i in range(20000) %}{{ 'x' * 100 }}{% endfor %}", {})
     assert render_template("ok", "{{ 'ab' * 3 }}", {}) == "ababab"
+
+
+def test_normal_templates_render_as_before() -> None:
+    source = (
+        "{% macro kv(k, v) %}{{ k }}={{ v }}{% endmacro %}"
+        "{% for k in KEYS.split(',') %}{{ kv(k, k|upper) ~ ';' }}{% endfor %}\n"
+        "{{ '%5.2f'|format(3.14159) }} {{ '{:>4}'.format('ab') }} {{ 'x'|center(5) }}|\n"
+        "{{ 'a\\nb'|indent(2, first=True) }} {{ ['p', 'q']|join('-') }} {{ 2 ** 10 }}\n"
+        "{{ {'b': 1, 'a': 2}|dictsort|tojson }} {{ 'long words here'|wordwrap(5) }}"
+    )
+    expected = (
+        'a=A;b=B;\n 3.14   ab   x  |\n  a\n  b p-q 1024\n[["a", 2], ["b", 1]] long\nwords\nhere'
+    )
+    assert render_template("t", source, {"KEYS": "a,b"}) == expected
+    assert render_template("t", "{{ 'a' * 1048576 }}", {}) == "a" * 1048576  # exactly the cap
+
+
+def test_rendering_is_deterministic() -> None:
+    """Nothing random: a ConfigMap rendered twice must be the same bytes, or every
+    resync would roll the Deployment out."""
+    for source in ("{{ lipsum() }}", "{{ [1, 2, 3]|random }}"):
+        with pytest.raises(TemplateError):
+            render_template("t", source, {})
+    source = "{% for k, v in D|dictsort %}{{ k }}={{ v }}\n{% endfor %}"
+    context = {"D": {str(i): str(i * i) for i in range(50)}}
+    assert len({render_template("t", source, context) for _ in range(5)}) == 1
+
+
+def test_errors_name_template_line_and_type() -> None:
+    with pytest.raises(TemplateError) as err:
+        render_template("config.files.app.yaml", "a\nb\n{% for %}", {})
+    assert str(err.value).startswith("config.files.app.yaml, line 3: syntax error")
+    with pytest.raises(TemplateError) as err:
+        render_template("t", "a\n\n\n{{ X + 1 }}", {"X": "v"})
+    assert str(err.value) == "t, line 4: TypeError while rendering"
+
+
+def test_compiled_templates_are_cached_within_bounds() -> None:
+    from appinfra.render import templates
+
+    for i in range(templates.MAX_CACHED_TEMPLATES * 2):
+        assert templates.render_here("t", f"{{{{ {i} }}}}", {}) == str(i)
+    assert len(templates._CACHE._items) == templates.MAX_CACHED_TEMPLATES
+    templates.render_here("big", "x" * (templates.MAX_CACHED_SOURCE // 4 + 1), {})
+    assert "x" * (templates.MAX_CACHED_SOURCE // 4 + 1) not in templates._CACHE._items
+    assert templates._CACHE._chars <= templates.MAX_CACHED_SOURCE
+
+
+def test_workers_end_with_the_process_that_started_them() -> None:
+    """At exit (and on shutdown()) the template workers stop; none is left behind."""
+    code = (
+        "import os, pathlib\n"
+        "from appinfra.render.templates import render_template\n"
+        "assert render_template('t', '{{ 1 }}', {}) == '1'\n"
+        "me = str(os.getpid())\n"
+        "for p in pathlib.Path('/proc').iterdir():\n"
+        "    if p.name.isdigit():\n"
+        "        try: stat = (p / 'stat').read_text()\n"
+        "        except OSError: continue\n"
+        "        if stat.rsplit(')', 1)[1].split()[1] == me: print(p.name)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    workers = [int(pid) for pid in done.stdout.split()]
+    assert workers, "the render ran in no child process"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in workers):
+        time.sleep(0.05)
+    assert not any(Path(f"/proc/{p}").exists() for p in workers)
+
+
+def test_shutdown_stops_workers_and_a_later_render_starts_new_ones() -> None:
+    from appinfra.render import sandbox
+
+    render_template("t", "{{ 1 }}", {})
+    sandbox.shutdown()
+    assert render_template("t", "{{ 2 }}", {}) == "2"
+
+
+def test_a_sandbox_that_cannot_start_is_an_error_not_a_fallback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Never render unbounded in the operator's own process instead."""
+    from appinfra.render import sandbox
+
+    monkeypatch.setattr(sandbox, "_ENTRY", "import sys; sys.exit(3)")
+    pool = sandbox.WorkerPool(size=1)
+    with pytest.raises(sandbox.SandboxError, match=r"^t: the template sandbox could not start"):
+        pool.render("t", "{{ 1 }}", {})
+    monkeypatch.undo()
+    assert pool.render("t", "{{ 1 }}", {}) == "1"
+    pool.close()

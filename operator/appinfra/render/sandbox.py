@@ -1,0 +1,361 @@
+"""The template worker processes: every user template renders in one of a few
+long-lived child processes, each with an address-space limit and a CPU timer, and is
+killed after a wall-clock timeout. A hostile template costs a worker (replaced on the
+next render), never the operator's memory, CPU or threads.
+
+Workers are plain `python -P -c ...` processes (not forked from the operator: they do
+not inherit its memory, threads or open connections), started on first use and reused,
+so a normal render pays a round trip over a pipe, not a process start. Requests go to
+the worker as a pickle (we trust what we send); replies come back as bytes with a
+one-byte kind, never unpickled, so a worker that were ever subverted by a template
+still could not run code in the operator.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hashlib
+import os
+import pickle
+import resource
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from multiprocessing.connection import Connection
+from types import FrameType
+from typing import Any
+
+MIB = 1024 * 1024
+
+# The chart gives the whole container 256 MiB; the operator itself uses ~130 MiB with
+# 1,000 objects of each kind. A worker costs ~13 MiB of its own (Python and Jinja2,
+# anonymous memory; the shared libraries are shared) plus at most MEMORY_MIB, so two
+# workers at their limit add ~90 MiB: the pod stays under its limit even when two
+# hostile templates run at once. 32 MiB is still ~30 times what a 1 MiB output needs.
+POOL_SIZE = 2
+MEMORY_MIB = 32
+# A real template renders in milliseconds; one second of CPU is a hundred times a
+# large one. It is short because the container's CPU limit (1 core) is shared with the
+# operator, and because while a template spins it holds one of only POOL_SIZE workers.
+CPU_SECONDS = 1.0
+# The CPU timer cannot interrupt one long C call (say a huge integer product), and a
+# loaded node may give a worker little CPU: after this long the worker is killed.
+WALL_SECONDS = 5.0
+# Workers yield the CPU to the operator's own threads (watches, API calls, leases).
+WORKER_NICENESS = 5
+# A render that ran out of CPU or memory is remembered (by a digest of the template,
+# its name and its context) and fails at once when asked again, as every resync does:
+# rendering is deterministic, so it would only burn the same budget again.
+REMEMBERED_FAILURES = 256
+START_SECONDS = 30.0  # a new worker imports Jinja2; generous for a busy node
+# A worker whose address space grew by half its budget (fragmentation after a large
+# render) exits after replying; the next render starts a fresh one.
+RETIRE_GROWTH = MEMORY_MIB * MIB // 2
+MAX_REPLY = 4 * 1024 * 1024 + 1024  # the 1 Mi character output in UTF-8, and then some
+# Environment variables a worker needs to find Python and appinfra, and nothing else:
+# the operator's environment may hold credentials.
+PASSED_ENV = ("PATH", "PYTHONPATH", "PYTHONHOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
+
+_ENTRY = "from appinfra.render.sandbox import serve; serve()"
+
+
+class SandboxError(Exception):
+    """A render failed; the message is value-free and starts with the template's name."""
+
+
+class _BudgetFailure(SandboxError):
+    """The worker's CPU timer or memory limit stopped the render: worth remembering."""
+
+
+class _Worker:
+    def __init__(self) -> None:
+        request_r, request_w = os.pipe()
+        reply_r, reply_w = os.pipe()
+        env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-P", "-B", "-c", _ENTRY],
+                stdin=request_r,
+                stdout=reply_w,
+                stderr=subprocess.DEVNULL,  # a crashing worker must not print values
+                env=env,
+                close_fds=True,
+            )
+        except BaseException:
+            os.close(request_w)
+            os.close(reply_r)
+            raise
+        finally:
+            os.close(request_r)
+            os.close(reply_w)
+        self.requests = Connection(request_w, readable=False)
+        self.replies = Connection(reply_r, writable=False)
+        self.retired = False
+        try:
+            ready = self.replies.poll(START_SECONDS) and self.replies.recv_bytes(16) == b"R"
+        except (EOFError, OSError):  # it died while starting (cannot import, no memory)
+            ready = False
+        if not ready:
+            self.stop(kill=True)
+            raise OSError("the worker did not report ready")
+
+    def usable(self) -> bool:
+        return not self.retired and self.proc.poll() is None
+
+    def stop(self, kill: bool) -> int | None:
+        """Close the pipes (a worker exits on end of input) and reap the process."""
+        self.requests.close()
+        self.replies.close()
+        if kill:
+            self.proc.kill()
+        try:
+            return self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def forget(self) -> None:
+        """In a forked child: drop our copies of the pipes, leave the process alone."""
+        self.requests.close()
+        self.replies.close()
+
+
+class WorkerPool:
+    """Up to `size` workers, each serving one render at a time. Thread-safe: a render
+    takes a free worker (preferring the one that compiled this source before, for its
+    template cache) or waits for one."""
+
+    def __init__(self, size: int = POOL_SIZE) -> None:
+        self._size = size
+        self._slots: list[_Worker | None] = [None] * size
+        self._busy = [False] * size
+        self._free = threading.Condition()
+        self._failed: dict[bytes, str] = {}  # digest -> message, oldest first
+
+    def render(self, name: str, source: str, context: Mapping[str, Any]) -> str:
+        try:
+            request = pickle.dumps((name, source, dict(context)), pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # a caller's bug, but still no traceback with values
+            raise SandboxError(
+                f"{name}: the context cannot be sent ({type(exc).__name__})"
+            ) from None
+        digest = hashlib.sha256(request).digest()
+        with self._free:
+            known = self._failed.get(digest)
+        if known is not None:
+            raise SandboxError(known)
+        index = self._acquire(hash(source) % self._size)
+        try:
+            return self._render_on(index, name, request)
+        except _BudgetFailure as exc:
+            with self._free:
+                self._failed[digest] = str(exc)
+                while len(self._failed) > REMEMBERED_FAILURES:
+                    del self._failed[next(iter(self._failed))]
+            raise SandboxError(str(exc)) from None
+        finally:
+            with self._free:
+                self._busy[index] = False
+                self._free.notify()
+
+    def _acquire(self, preferred: int) -> int:
+        with self._free:
+            while True:
+                if not self._busy[preferred]:
+                    index = preferred
+                    break
+                idle = [i for i, busy in enumerate(self._busy) if not busy]
+                if idle:
+                    index = idle[0]
+                    break
+                self._free.wait()
+            self._busy[index] = True
+            return index
+
+    def _worker(self, index: int, name: str) -> _Worker:
+        """The slot's worker, started (again) if it has none or its worker ended."""
+        worker = self._slots[index]
+        if worker is not None and worker.usable():
+            return worker
+        if worker is not None:
+            worker.stop(kill=True)
+            self._slots[index] = None
+        try:
+            worker = _Worker()
+        except OSError as exc:
+            raise SandboxError(
+                f"{name}: the template sandbox could not start ({type(exc).__name__})"
+            ) from None
+        self._slots[index] = worker
+        return worker
+
+    def _render_on(self, index: int, name: str, request: bytes) -> str:
+        worker = self._worker(index, name)
+        try:
+            worker.requests.send_bytes(request)
+        except OSError:  # it ended while idle; the request never reached it: once more
+            worker.retired = True
+            worker = self._worker(index, name)
+            try:
+                worker.requests.send_bytes(request)
+            except OSError as exc:
+                worker.retired = True
+                raise SandboxError(
+                    f"{name}: the template sandbox is not answering ({type(exc).__name__})"
+                ) from None
+        if not worker.replies.poll(WALL_SECONDS):
+            worker.stop(kill=True)
+            self._slots[index] = None
+            raise SandboxError(
+                f"{name}: exceeded the CPU time budget of {CPU_SECONDS:g} s "
+                f"(the worker was stopped after {WALL_SECONDS:g} s)"
+            )
+        try:
+            reply = worker.replies.recv_bytes(MAX_REPLY)
+        except (EOFError, OSError):
+            status = worker.stop(kill=True)
+            self._slots[index] = None
+            raise SandboxError(
+                f"{name}: exceeded the memory budget of {MEMORY_MIB} MiB or crashed "
+                f"the template worker (exit status {status})"
+            ) from None
+        if reply[1:2] == b"1":  # it exits after this reply; reap it now
+            worker.stop(kill=False)
+            self._slots[index] = None
+        text = reply[2:].decode("utf-8", "surrogatepass")
+        if reply[:1] == b"O":
+            return text
+        if reply[:1] == b"B":
+            raise _BudgetFailure(text)
+        raise SandboxError(text)
+
+    def close(self) -> None:
+        """Stop every worker (at exit). A later render starts new ones."""
+        with self._free:
+            workers = [w for w in self._slots if w is not None]
+            self._slots = [None] * self._size
+        for worker in workers:
+            worker.stop(kill=False)
+
+    def after_fork(self) -> None:
+        for worker in self._slots:
+            if worker is not None:
+                worker.forget()
+        self._slots = [None] * self._size
+        self._busy = [False] * self._size
+        self._free = threading.Condition()
+
+
+_POOL = WorkerPool()
+atexit.register(_POOL.close)
+os.register_at_fork(after_in_child=_POOL.after_fork)
+
+
+def render(name: str, source: str, context: Mapping[str, Any]) -> str:
+    """Render in a worker; raises SandboxError with a value-free message."""
+    return _POOL.render(name, source, context)
+
+
+def shutdown() -> None:
+    """Stop the workers now (they also stop at exit, or when this process dies)."""
+    _POOL.close()
+
+
+# --- the worker side ---------------------------------------------------------------------
+
+_armed = False
+
+
+def _on_cpu_timer(signum: int, frame: FrameType | None) -> None:
+    if _armed:
+        from appinfra.render.templates import CpuBudgetExceeded
+
+        raise CpuBudgetExceeded(CPU_SECONDS)
+
+
+def _vm_bytes() -> int | None:
+    """This process's address-space size (what RLIMIT_AS limits); None off Linux."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[0]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _limit(which: int, value: int) -> None:
+    # Not supported here (or already lower): the other limits still hold.
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(which, (value, value))
+
+
+def serve() -> None:
+    """A worker's main loop: read a request, render it under the budgets, reply; exit
+    at end of input (the operator closed the pipe or died)."""
+    global _armed
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on the CLI is for the parent
+    with contextlib.suppress(OSError):
+        os.nice(WORKER_NICENESS)
+    requests = Connection(os.dup(0), writable=False)
+    replies = Connection(os.dup(1), readable=False)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)  # nothing may write into the reply pipe but the replies
+
+    # What Jinja2 imports lazily, imported now: later imports would count against the
+    # memory budget and could try to write bytecode (see RLIMIT_FSIZE below).
+    import pprint  # noqa: F401
+    import textwrap  # noqa: F401
+
+    from appinfra.render.templates import CpuBudgetExceeded, TemplateError, render_here
+
+    baseline = _vm_bytes()
+    if baseline is not None:
+        # Hard limits too: nothing in this process may raise them again.
+        _limit(resource.RLIMIT_AS, baseline + MEMORY_MIB * MIB)
+    _limit(resource.RLIMIT_CORE, 0)
+    _limit(resource.RLIMIT_FSIZE, 0)  # writes no files...
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # ...and a write fails, not the process
+    _limit(resource.RLIMIT_NPROC, 0)  # starts no processes (ignored for root)
+    signal.signal(signal.SIGPROF, _on_cpu_timer)
+    replies.send_bytes(b"R")
+
+    while True:
+        try:
+            request = requests.recv_bytes()
+        except (EOFError, OSError):
+            return
+        name = "template"
+        try:
+            name, source, context = pickle.loads(request)
+            del request
+            _armed = True
+            signal.setitimer(signal.ITIMER_PROF, CPU_SECONDS)
+            try:
+                out = render_here(
+                    name, source, context, cpu_seconds=CPU_SECONDS, memory_mib=MEMORY_MIB
+                )
+            finally:
+                _armed = False
+                signal.setitimer(signal.ITIMER_PROF, 0)
+            kind, payload = b"O", out
+        except TemplateError as exc:
+            kind, payload = (b"B" if exc.budget else b"E"), str(exc)
+        except CpuBudgetExceeded:  # the timer fired after the render, before disarming
+            kind, payload = b"B", f"{name}: exceeded the CPU time budget of {CPU_SECONDS:g} s"
+        except MemoryError:
+            kind, payload = b"B", f"{name}: exceeded the memory budget of {MEMORY_MIB} MiB"
+        except Exception as exc:  # a bad request: say what kind only
+            kind, payload = b"E", f"{name}: the template worker failed ({type(exc).__name__})"
+        size = _vm_bytes()
+        retire = baseline is not None and size is not None and size > baseline + RETIRE_GROWTH
+        try:
+            replies.send_bytes(kind + (b"1" if retire else b"0") + payload.encode(
+                "utf-8", "surrogatepass"))  # fmt: skip
+        except (OSError, MemoryError):
+            return
+        del payload
+        if retire:
+            return

@@ -1,0 +1,203 @@
+"""Hostile user templates against a real `appinfra run`: the tenant's own resource ends
+in a clear, value-free status; the shared operator stays alive, within the chart's
+memory limit, and keeps serving everyone else."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import CANARY, Operator, Stores
+from tests.support.kube import Cluster
+from tests.support.objects import apply, condition, deployment, events_for, get, wait_condition
+from tests.support.servers import http_ok
+
+SP = "serviceprofile"
+SB = "secretbinding"
+MIB = 1024 * 1024
+CHART_MEMORY_LIMIT = 256 * MIB  # charts/appinfra/values.yaml resources.limits.memory
+
+# A few of tests/unit/test_hostile_templates.py's catalogue, one per way of failing,
+# with what the status message must say about it.
+HOSTILE = {
+    "center.txt": ("{{ 'a'|center(300000000) }}", "would build more than"),
+    "doubling.txt": (
+        "{% set ns = namespace(s='a') %}{% for i in range(64) %}"
+        "{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+        "would build more than",
+    ),
+    "loops.txt": (
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        "exceeded the CPU time budget",
+    ),
+    "macro.txt": (
+        "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}"
+        "{{ f(100) }}",
+        "exceeded the CPU time budget",
+    ),
+    "fill.txt": (
+        "{% set d = {} %}{% for i in range(100000) %}"
+        "{{ d.update({i: ('x' * 1000) ~ i}) or '' }}{% endfor %}",
+        "exceeded the memory budget",
+    ),
+    "lipsum.txt": ("{{ lipsum(n=10**7) }}", "'lipsum' is undefined"),
+    "recursion.txt": (
+        "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+        "RecursionError",
+    ),
+    "deep.txt": ("{% if 1 %}" * 300 + "x" + "{% endif %}" * 300, "too deeply"),
+}
+
+
+def profile(namespace: str, name: str, files: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "appinfra.dev/v1alpha1",
+        "kind": "ServiceProfile",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "targetRef": {"kind": "Deployment", "name": name},
+            "config": {"files": files, "variables": {"APP": name}},
+        },
+    }
+
+
+def _tree_rss(pid: int) -> int:
+    """RSS of a process and all its descendants (the operator and its template workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        todo += children.get(current, [])
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+        except OSError:
+            continue
+        found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+        total += int(found.group(1)) * 1024 if found else 0
+    return total
+
+
+class Watch:
+    """Samples the operator every 50 ms: peak RSS of its process tree, and whether it
+    was ever not running or not answering /healthz."""
+
+    def __init__(self, op: Operator):
+        self.op = op
+        self.peak = 0
+        self.problems: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        assert self.op.process.proc is not None
+        pid = self.op.process.proc.pid
+        while not self._stop.wait(0.05):
+            if not self.op.process.running():
+                self.problems.append("the operator exited")
+                return
+            self.peak = max(self.peak, _tree_rss(pid))
+
+    def __enter__(self) -> Watch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.fixture
+def watch(operator: Operator) -> Iterator[Watch]:
+    with Watch(operator) as w:
+        yield w
+    assert not w.problems, w.problems
+    assert operator.process.running(), operator.process.log_tail()
+    assert http_ok(f"http://127.0.0.1:{operator.health_port}/healthz")
+    assert w.peak < CHART_MEMORY_LIMIT, f"operator and workers reached {w.peak // MIB} MiB"
+
+
+def test_hostile_config_templates_end_invalid_while_others_converge(
+    cluster: Cluster, operator: Operator, namespace: str, watch: Watch
+) -> None:
+    objs: list[dict[str, Any]] = []
+    names = {}
+    for i, (file, (source, _)) in enumerate(HOSTILE.items()):
+        names[file] = f"hostile{i}"
+        objs += [
+            deployment(namespace, f"hostile{i}"),
+            profile(namespace, f"hostile{i}", {file: source}),
+        ]
+    apply(cluster, *objs)
+    # An unrelated profile applied while the hostile ones are being rendered.
+    calm = {"app.yaml": "name: {{ APP }}\n{% for i in range(3) %}- {{ i }}\n{% endfor %}"}
+    apply(cluster, deployment(namespace, "calm"), profile(namespace, "calm", calm))
+    wait_condition(cluster, SP, namespace, "calm", "Ready", "True", "Reconciled", timeout=60)
+    cm = get(cluster, "configmap", namespace, "calm-config")
+    assert cm is not None and cm["data"]["app.yaml"] == "name: calm\n- 0\n- 1\n- 2\n"
+
+    for file, (_, says) in HOSTILE.items():
+        name = names[file]
+        sp = wait_condition(
+            cluster, SP, namespace, name, "Accepted", "False", "Invalid", timeout=60
+        )
+        message = condition(sp, "Accepted")["message"]
+        assert message.startswith(f"spec.config.files.{file}"), (file, message)
+        assert says in message, (file, message)
+        assert "Traceback" not in message and len(message) < 300, (file, message)
+        assert get(cluster, "configmap", namespace, f"{name}-config") is None
+
+
+VALUE_ECHOING = {
+    "lookup": "{{ {}[DB_PASSWORD] }}",
+    "filter-name": "{{ [1]|map(DB_PASSWORD)|list }}",
+    "attr": "{{ DB_PASSWORD|attr(DB_PASSWORD) }}",
+    "format-field": "{{ ('{0[' ~ DB_PASSWORD ~ ']}').format({}) }}",
+}
+
+
+def test_value_echoing_secret_templates_leak_nothing(
+    cluster: Cluster, operator: Operator, stores: Stores, namespace: str, watch: Watch
+) -> None:
+    key = f"{namespace}/db"
+    stores.bao.secrets.kv.v2.create_or_update_secret(
+        path=key, secret={"password": CANARY}, mount_point="secret"
+    )
+    data = [{"secretKey": "DB_PASSWORD", "remoteRef": {"key": key, "property": "password"}}]
+    for case, source in VALUE_ECHOING.items():
+        binding = {
+            "apiVersion": "appinfra.dev/v1alpha1",
+            "kind": "SecretBinding",
+            "metadata": {"name": f"echo-{case}", "namespace": namespace},
+            "spec": {"store": "vault-main", "data": data,
+                     "target": {"template": {"data": {"DSN": source}}}},
+        }  # fmt: skip
+        apply(cluster, binding)
+    for case in VALUE_ECHOING:
+        sb = wait_condition(
+            cluster, SB, namespace, f"echo-{case}", "Synced", "False", "TemplateError", timeout=60
+        )
+        message = condition(sb, "Synced")["message"]
+        assert "spec.target.template.data.DSN" in message, (case, message)
+        assert get(cluster, "secret", namespace, f"echo-{case}") is None
+
+    seen = [
+        json.dumps(cluster.kubectl_json("-n", namespace, "get", "secretbindings")),
+        json.dumps([events_for(cluster, namespace, f"echo-{case}") for case in VALUE_ECHOING]),
+        operator.process.log_path.read_text(errors="replace"),
+    ]
+    for text in seen:
+        assert CANARY not in text

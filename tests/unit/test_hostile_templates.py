@@ -1,0 +1,288 @@
+"""Hostile templates: each must end as a TemplateError within a bounded time, with the
+memory of this process and of its template workers bounded throughout, and no error
+message may carry a value from the context.
+
+A render runs in a daemon thread joined with a timeout, so a template that spins for
+ever fails its test instead of hanging the suite; a sampler thread records the RSS of
+this process and of its children (the template workers) while it runs, and the peak
+RSS of this process is reset before each case (/proc/self/clear_refs) and read after.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from appinfra.render import sandbox
+from appinfra.render.templates import TemplateError, render_template
+
+MIB = 1024 * 1024
+DEADLINE = 60.0  # seconds: far above every budget, far below "for ever"
+# This process renders nothing itself; what it may grow by is noise (pickles, threads).
+OWN_GROWTH = 48 * MIB
+# A worker: Python and Jinja2 (~25 MiB RSS, shared libraries included) plus its budget.
+WORKER_RSS = (sandbox.MEMORY_MIB + 40) * MIB
+
+HOSTILE = {
+    # filters and methods with a size argument
+    "center": "{{ 'a'|center(300000000) }}",
+    "indent": "{{ ('a\\n' * 100000)|indent(100000) }}",
+    "format-width": "{{ '%0999999999d'|format(1) }}",
+    "percent-width": "{{ '%-999999999s' % 'a' }}",
+    "str-format-width": "{{ '{:>999999999}'.format(1) }}",
+    "ljust": "{{ 'a'.ljust(999999999) }}",
+    "expandtabs": "{{ ('\\t' * 100000).expandtabs(100000) }}",
+    "wordwrap": "{{ ('a ' * 100000)|wordwrap(1, wrapstring='x' * 100000) }}",
+    "replace": "{{ ('a' * 1000000)|replace('a', 'a' * 1000000) }}",
+    "join": "{{ (['a' * 1000000] * 1000000)|join }}",
+    "batch": "{{ [1]|batch(999999999, 'x')|list }}",
+    "tojson-indent": "{{ range(1000)|list|tojson(indent=100000000) }}",
+    "lipsum": "{{ lipsum(n=10**7) }}",
+    # doubling
+    "tilde-doubling": "{% set ns = namespace(s='a') %}{% for i in range(64) %}"
+    "{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+    "plus-doubling": "{% set ns = namespace(s='ab') %}{% for i in range(64) %}"
+    "{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s|length }}",
+    "macro-doubling": "{% macro d(s, n) %}{% if n %}{{ d(s ~ s, n - 1) }}{% else %}"
+    "{{ s|length }}{% endif %}{% endmacro %}{{ d('a', 64) }}",
+    "list-extend-doubling": "{% set l = [0] %}{% for i in range(64) %}{{ l.extend(l) or '' }}"
+    "{% endfor %}{{ l|length }}",
+    "int-squaring": "{% set ns = namespace(n=2**60) %}{% for i in range(40) %}"
+    "{% set ns.n = ns.n * ns.n %}{% endfor %}{{ ns.n > 0 }}",
+    "block-doubling": "{% set ns = namespace(s='a') %}{% for i in range(64) %}"
+    "{% set t %}{{ ns.s }}{{ ns.s }}{% endset %}{% set ns.s = t %}{% endfor %}{{ ns.s|length }}",
+    # CPU
+    "nested-loops": "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}"
+    "{% endfor %}",
+    "huge-range-loop": "{% for i in range(100000) %}{% set x = range(100000)|list %}{% endfor %}",
+    "exponential-macro": "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}"
+    "{% endmacro %}{{ f(100) }}",
+    "sum-of-lists": "{{ ([[0] * 100000] * 100000)|sum(start=[])|length }}",
+    # memory, a kilobyte at a time: no guard applies, the worker's memory limit does
+    "dict-filling": "{% set d = {} %}{% for i in range(100000) %}"
+    "{{ d.update({i: ('x' * 1000) ~ i}) or '' }}{% endfor %}",
+    # recursion and nesting
+    "recursive-macro": "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+    "deep-parentheses": "{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}",
+    "deep-ifs": "{% if 1 %}" * 300 + "x" + "{% endif %}" * 300,
+    "deep-fors": "{% for i in range(9) %}" * 30 + "x" + "{% endfor %}" * 30,
+    "deep-lists": "{{ " + "[" * 5000 + "]" * 5000 + " }}",
+    # output
+    "output": "{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}",
+}
+
+
+def _status(path: str, field: str) -> int:
+    """A /proc/<pid>/status size field in bytes (0 if the process is gone)."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return 0
+    found = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
+    return int(found.group(1)) * 1024 if found else 0
+
+
+def _children() -> list[int]:
+    me = str(os.getpid())
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if stat.rsplit(")", 1)[1].split()[1] == me:
+                out.append(int(entry.name))
+    return out
+
+
+class Sampler:
+    """Peak RSS of each child process while a render runs, every 10 ms."""
+
+    def __init__(self) -> None:
+        self.peak_child = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for pid in _children():
+                self.peak_child = max(self.peak_child, _status(f"/proc/{pid}/status", "VmRSS"))
+            self._stop.wait(0.01)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.fixture
+def peak_rss() -> Iterator[None]:
+    """Fails the test if this process's peak RSS grew by more than OWN_GROWTH."""
+    render_template("warm", "{{ 1 }}", {})  # workers started before the baseline
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+    before = _status("/proc/self/status", "VmRSS")
+    yield
+    grown = _status("/proc/self/status", "VmHWM") - before
+    assert grown < OWN_GROWTH, f"the test process's peak RSS grew by {grown // MIB} MiB"
+
+
+def render_bounded(name: str, source: str, context: dict[str, str]) -> BaseException | str:
+    """Render in a daemon thread; the exception or output, or fail after DEADLINE."""
+    result: list[BaseException | str] = []
+
+    def run() -> None:
+        try:
+            result.append(render_template(name, source, context))
+        except BaseException as exc:
+            result.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(DEADLINE)
+    assert not thread.is_alive(), f"{name} still rendering after {DEADLINE:g} s"
+    return result[0]
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_template_is_a_bounded_template_error(case: str, peak_rss: None) -> None:
+    with Sampler() as sampler:
+        outcome = render_bounded(f"config.files.{case}", HOSTILE[case], {"X": "x"})
+    assert isinstance(outcome, TemplateError), repr(outcome)[:300]
+    message = str(outcome)
+    assert message.startswith(f"config.files.{case}"), message
+    assert len(message) < 300 and "Traceback" not in message, message
+    assert sampler.peak_child < WORKER_RSS, f"a worker reached {sampler.peak_child // MIB} MiB"
+    # The pool is still usable for the next, normal, template.
+    assert render_template("after", "ok {{ X }}", {"X": "1"}) == "ok 1"
+
+
+def test_budgets_are_named_in_the_messages() -> None:
+    cpu = render_bounded("loop", HOSTILE["nested-loops"], {})
+    assert f"exceeded the CPU time budget of {sandbox.CPU_SECONDS:g} s" in str(cpu)
+    memory = render_bounded("fill", HOSTILE["dict-filling"], {})
+    assert f"exceeded the memory budget of {sandbox.MEMORY_MIB} MiB" in str(memory)
+    size = render_bounded("center", HOSTILE["center"], {})
+    assert "'center' would build more than" in str(size) and "line 1" in str(size)
+    output = render_bounded("output", HOSTILE["output"], {})
+    assert "renders to more than 1048576 characters" in str(output)
+
+
+def test_a_worker_that_does_not_answer_is_killed_and_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The wall-clock timeout is what stops a C call the CPU timer cannot interrupt;
+    # here it is made shorter than the worker's CPU budget so that it acts first.
+    render_template("warm", "{{ 1 }}", {})
+    monkeypatch.setattr(sandbox, "WALL_SECONDS", 0.3)
+    before = set(_children())
+    outcome = render_bounded("spin", HOSTILE["nested-loops"], {"FRESH": str(uuid.uuid4())})
+    assert isinstance(outcome, TemplateError)
+    assert "exceeded the CPU time budget" in str(outcome) and "stopped after" in str(outcome)
+    monkeypatch.undo()
+    assert render_template("after", "{{ 6 * 7 }}", {}) == "42"
+    killed = before - set(_children())
+    assert killed, "the worker that timed out is still running"
+
+
+CANARY = "s3cr3t-CANARY"
+# Each of these, on the code before the sandbox, put the value of X into the message.
+ECHOING = {
+    "dict-key": "{{ {}[X] }}",
+    "map-filter-name": "{{ [1]|map(X)|list }}",
+    "select-test-name": "{{ [1]|select(X)|list }}",
+    "attr-filter": "{{ X|attr(X) }}",
+    "unsafe-attr": "{{ X|attr('_' ~ X) }}",
+    "str-item": "{{ X[X] }}",
+    "namespace-item": "{{ namespace()[X] }}",
+    "format-field": "{{ ('{0[' ~ X ~ ']}').format({}) }}",
+    "sort-attribute": "{{ [{}, {}]|sort(attribute=X) }}",
+    "join-attribute": "{{ [{}]|join(attribute=X) }}",
+    "int-default": "{{ (X|int(X))[X] }}",
+    "range-argument": "{{ range(X) }}",
+    "attribute-of-value": "{{ X.foo }}",
+    "call-value": "{{ X() }}",
+    "undefined-then-value": "{{ undefined_name ~ X }}",
+    "undefined-name-from-value": "{{ dict(a=X)[X] }}",
+    "percent-format": "{{ '%d' % X }}",
+    "dictsort": "{{ {X: 1}|dictsort(by=X) }}",
+}
+
+
+@pytest.mark.parametrize("case", sorted(ECHOING))
+def test_no_value_in_any_error_message(case: str) -> None:
+    with pytest.raises(TemplateError) as err:
+        render_template(f"spec.target.template.data.{case}", ECHOING[case], {"X": CANARY})
+    message = str(err.value)
+    assert CANARY not in message and "s3cr3t" not in message, message
+    assert message.startswith(f"spec.target.template.data.{case}"), message
+    assert "line 1" in message, message
+
+
+def test_names_written_in_the_source_are_quoted() -> None:
+    """What the template itself spells out is no secret and helps the author."""
+    with pytest.raises(TemplateError, match=r"line 2: 'MISSING' is undefined"):
+        render_template("t", "ok\n{{ MISSING }}", {})
+    with pytest.raises(TemplateError, match=r"has no attribute or key 'porrt'"):
+        render_template("t", "{{ db.porrt }}", {"db": {"port": "5432"}})
+
+
+def test_renders_concurrently_from_many_threads() -> None:
+    results: dict[int, str] = {}
+
+    def run(i: int) -> None:
+        for _ in range(20):
+            results[i] = render_template("t", "{{ N }}-{{ N|int * 2 }}", {"N": str(i)})
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(DEADLINE)
+    assert results == {i: f"{i}-{2 * i}" for i in range(16)}
+
+
+def test_a_hostile_template_does_not_block_others_for_long() -> None:
+    """While one worker spins on a loop, normal templates are served by the other."""
+    spinning = threading.Thread(
+        target=render_bounded,
+        args=("spin", HOSTILE["nested-loops"], {"FRESH": str(uuid.uuid4())}),
+        daemon=True,
+    )
+    spinning.start()
+    time.sleep(0.2)
+    for i in range(50):
+        assert render_template("t", "{{ I }}", {"I": str(i)}) == str(i)
+    assert spinning.is_alive(), "the normal renders waited for the hostile one"
+    spinning.join(DEADLINE)
+
+
+def test_a_render_that_ran_out_of_budget_is_not_run_again() -> None:
+    """Every resync asks again; rendering is deterministic, so the answer is known."""
+    pool = sandbox.WorkerPool(size=1)
+    try:
+        with pytest.raises(sandbox.SandboxError) as first:
+            pool.render("loop", HOSTILE["nested-loops"], {"X": "1"})
+        assert "exceeded the CPU time budget" in str(first.value)
+
+        def no_worker(*args: object) -> str:
+            raise AssertionError("rendered again")
+
+        pool._render_on = no_worker  # type: ignore[method-assign]
+        with pytest.raises(sandbox.SandboxError) as again:
+            pool.render("loop", HOSTILE["nested-loops"], {"X": "1"})
+        assert str(again.value) == str(first.value)
+        with pytest.raises(AssertionError, match="rendered again"):  # another context
+            pool.render("loop", HOSTILE["nested-loops"], {"X": "2"})
+    finally:
+        pool.close()
