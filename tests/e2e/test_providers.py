@@ -473,6 +473,64 @@ def test_vault_kubernetes_auth_through_token_review(
             )
 
 
+def test_vault_kubernetes_auth_token_has_the_vault_audience_by_default(
+    cluster: Cluster, namespace: str, openbao: OpenBao, root: hvac.Client
+) -> None:
+    """No `audience` configured: the TokenRequest asks for "vault", so the token is no
+    good against the API server itself; a role bound to audience "vault" accepts it and
+    a role bound to another audience refuses it (OpenBao checks through TokenReview)."""
+    with cluster.api() as api:
+        client.CoreV1Api(api).create_namespaced_service_account(
+            namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="default-aud"))
+        )
+    mount = f"k8s-aud-{namespace}"
+    enable_kubernetes_auth(root, cluster, namespace, mount)
+    try:
+        policy = f"{namespace}-aud-read"
+        root.sys.create_or_update_policy(
+            policy, f'path "secret/data/{namespace}/*" {{ capabilities = ["read"] }}'
+        )
+        for role, audience in (("vault-aud", "vault"), ("other-aud", "not-vault")):
+            root.auth.kubernetes.create_role(
+                role,
+                bound_service_account_names=["default-aud"],
+                bound_service_account_namespaces=[namespace],
+                policies=[policy],
+                audience=audience,
+                mount_point=mount,
+            )
+        root.secrets.kv.v2.create_or_update_secret(path=f"{namespace}/aud", secret={"pw": "a"})
+        requested: list[list[str]] = []
+
+        def token_for(ns: str, sa: str, audiences: list[str]) -> str:
+            requested.append(audiences)
+            return cluster.token_for(ns, sa, audiences)
+
+        def provider(role: str) -> VaultProvider:
+            auth = {
+                "kubernetes": {"role": role, "mountPath": mount, "serviceAccount": "default-aud"}
+            }
+            return VaultProvider(
+                unique("vault-aud"), vault_store(openbao.address, auth), kube(Secrets(), token_for)
+            )
+
+        accepted, refused = provider("vault-aud"), provider("other-aud")
+        try:
+            got = accepted.fetch(f"{namespace}/aud", version=None, namespace=namespace)
+            assert got.properties == {"pw": "a"}
+            with pytest.raises(Forbidden):
+                refused.fetch(f"{namespace}/aud", version=None, namespace=namespace)
+        finally:
+            accepted.close()
+            refused.close()
+        assert requested == [["vault"], ["vault"]]
+    finally:
+        with cluster.api() as api:
+            client.RbacAuthorizationV1Api(api).delete_cluster_role_binding(
+                f"{namespace}-vault-reviewer"
+            )
+
+
 # ---------------------------------------------------------------- Vault: outages and TLS
 
 
