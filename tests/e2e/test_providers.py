@@ -39,7 +39,12 @@ from appinfra.providers import (
     RemoteSecret,
     SecretNotFound,
 )
-from appinfra.providers.aws import ParameterStoreProvider, SecretsManagerProvider
+from appinfra.providers.aws import (
+    MAX_PATH_KEYS,
+    PAGE_SIZE,
+    ParameterStoreProvider,
+    SecretsManagerProvider,
+)
 from appinfra.providers.vault import VaultProvider
 from tests.e2e.conftest import Moto, OpenBao
 from tests.support.kube import Cluster
@@ -725,6 +730,31 @@ def test_parameter_store_path_listing(moto: Moto) -> None:
         provider.close()
     assert listed == RemoteSecret(expected, None, None)
     assert requests_total(name, "list_path") >= 2  # 12 parameters, at most 10 a page
+
+
+def test_parameter_store_path_listing_stops_past_the_key_limit(moto: Moto) -> None:
+    """1,025 parameters under one path: refused (value-free) once the 1,025th arrives,
+    after the pages 1,024 keys need, not after reading everything."""
+    ssm = boto(moto, "ssm")
+    base = f"/{unique('many')}"
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(
+            lambda i: ssm.put_parameter(Name=f"{base}/p{i:04d}", Value=f"value-{i}", Type="String"),
+            range(MAX_PATH_KEYS + 1),
+        ))  # fmt: skip
+    provider, name = parameter_store(moto)
+    try:
+        with pytest.raises(Forbidden) as refused:
+            provider.fetch(f"{base}/", version=None, namespace="shop", path_prefix=True)
+        ssm.delete_parameter(Name=f"{base}/p0000")  # exactly the limit: read in full
+        listed = provider.fetch(f"{base}/", version=None, namespace="shop", path_prefix=True)
+    finally:
+        provider.close()
+    assert f"more than 1,024 parameters under path {base!r}" in str(refused.value)
+    assert "value-" not in str(refused.value)
+    assert listed.properties is not None and len(listed.properties) == MAX_PATH_KEYS
+    pages = MAX_PATH_KEYS // PAGE_SIZE + 1
+    assert requests_total(name, "list_path") <= 2 * pages
 
 
 AMBIENT_AWS = (
