@@ -39,7 +39,12 @@ from appinfra.providers import (
     RemoteSecret,
     SecretNotFound,
 )
-from appinfra.providers.aws import ParameterStoreProvider, SecretsManagerProvider
+from appinfra.providers.aws import (
+    MAX_PATH_KEYS,
+    PAGE_SIZE,
+    ParameterStoreProvider,
+    SecretsManagerProvider,
+)
 from appinfra.providers.vault import VaultProvider
 from tests.e2e.conftest import Moto, OpenBao
 from tests.support.kube import Cluster
@@ -473,6 +478,64 @@ def test_vault_kubernetes_auth_through_token_review(
             )
 
 
+def test_vault_kubernetes_auth_token_has_the_vault_audience_by_default(
+    cluster: Cluster, namespace: str, openbao: OpenBao, root: hvac.Client
+) -> None:
+    """No `audience` configured: the TokenRequest asks for "vault", so the token is no
+    good against the API server itself; a role bound to audience "vault" accepts it and
+    a role bound to another audience refuses it (OpenBao checks through TokenReview)."""
+    with cluster.api() as api:
+        client.CoreV1Api(api).create_namespaced_service_account(
+            namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="default-aud"))
+        )
+    mount = f"k8s-aud-{namespace}"
+    enable_kubernetes_auth(root, cluster, namespace, mount)
+    try:
+        policy = f"{namespace}-aud-read"
+        root.sys.create_or_update_policy(
+            policy, f'path "secret/data/{namespace}/*" {{ capabilities = ["read"] }}'
+        )
+        for role, audience in (("vault-aud", "vault"), ("other-aud", "not-vault")):
+            root.auth.kubernetes.create_role(
+                role,
+                bound_service_account_names=["default-aud"],
+                bound_service_account_namespaces=[namespace],
+                policies=[policy],
+                audience=audience,
+                mount_point=mount,
+            )
+        root.secrets.kv.v2.create_or_update_secret(path=f"{namespace}/aud", secret={"pw": "a"})
+        requested: list[list[str]] = []
+
+        def token_for(ns: str, sa: str, audiences: list[str]) -> str:
+            requested.append(audiences)
+            return cluster.token_for(ns, sa, audiences)
+
+        def provider(role: str) -> VaultProvider:
+            auth = {
+                "kubernetes": {"role": role, "mountPath": mount, "serviceAccount": "default-aud"}
+            }
+            return VaultProvider(
+                unique("vault-aud"), vault_store(openbao.address, auth), kube(Secrets(), token_for)
+            )
+
+        accepted, refused = provider("vault-aud"), provider("other-aud")
+        try:
+            got = accepted.fetch(f"{namespace}/aud", version=None, namespace=namespace)
+            assert got.properties == {"pw": "a"}
+            with pytest.raises(Forbidden):
+                refused.fetch(f"{namespace}/aud", version=None, namespace=namespace)
+        finally:
+            accepted.close()
+            refused.close()
+        assert requested == [["vault"], ["vault"]]
+    finally:
+        with cluster.api() as api:
+            client.RbacAuthorizationV1Api(api).delete_cluster_role_binding(
+                f"{namespace}-vault-reviewer"
+            )
+
+
 # ---------------------------------------------------------------- Vault: outages and TLS
 
 
@@ -667,6 +730,31 @@ def test_parameter_store_path_listing(moto: Moto) -> None:
         provider.close()
     assert listed == RemoteSecret(expected, None, None)
     assert requests_total(name, "list_path") >= 2  # 12 parameters, at most 10 a page
+
+
+def test_parameter_store_path_listing_stops_past_the_key_limit(moto: Moto) -> None:
+    """1,025 parameters under one path: refused (value-free) once the 1,025th arrives,
+    after the pages 1,024 keys need, not after reading everything."""
+    ssm = boto(moto, "ssm")
+    base = f"/{unique('many')}"
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(
+            lambda i: ssm.put_parameter(Name=f"{base}/p{i:04d}", Value=f"value-{i}", Type="String"),
+            range(MAX_PATH_KEYS + 1),
+        ))  # fmt: skip
+    provider, name = parameter_store(moto)
+    try:
+        with pytest.raises(Forbidden) as refused:
+            provider.fetch(f"{base}/", version=None, namespace="shop", path_prefix=True)
+        ssm.delete_parameter(Name=f"{base}/p0000")  # exactly the limit: read in full
+        listed = provider.fetch(f"{base}/", version=None, namespace="shop", path_prefix=True)
+    finally:
+        provider.close()
+    assert f"more than 1,024 parameters under path {base!r}" in str(refused.value)
+    assert "value-" not in str(refused.value)
+    assert listed.properties is not None and len(listed.properties) == MAX_PATH_KEYS
+    pages = MAX_PATH_KEYS // PAGE_SIZE + 1
+    assert requests_total(name, "list_path") <= 2 * pages
 
 
 AMBIENT_AWS = (

@@ -18,14 +18,18 @@ from tests.support.servers import REPO, tool
 Rule = dict[str, Any]
 
 
-def chart_rules() -> list[Rule]:
-    """Every rule the chart grants in cluster-wide mode (ClusterRole + Roles, merged)."""
+def chart_rules(secret_stores: dict[str, Any] | None = None) -> list[Rule]:
+    """Every rule the chart grants in cluster-wide mode (ClusterRole + Roles, merged), for
+    these `secretStores` values (some rules depend on them: TokenRequest only for the
+    service accounts of kubernetes-auth stores)."""
     with tempfile.TemporaryDirectory() as home:
         env = {"HELM_CACHE_HOME": home, "HELM_CONFIG_HOME": home, "HELM_DATA_HOME": home,
                "PATH": "/usr/bin:/bin"}  # fmt: skip
+        values = Path(home) / "values.yaml"
+        values.write_text(yaml.safe_dump({"secretStores": secret_stores or {}}))
         out = subprocess.run(
             [tool("helm"), "template", "appinfra", str(REPO / "charts" / "appinfra"),
-             "--namespace", "appinfra-system"],
+             "--namespace", "appinfra-system", "-f", str(values)],
             capture_output=True, text=True, check=True, env=env,
         ).stdout  # fmt: skip
     rules: list[Rule] = []

@@ -47,6 +47,8 @@ CHILD_VERBS = "get list watch create patch delete"
 NAMESPACED_RULES = _rules(
     ("appinfra.dev", KINDS, "get list watch patch update"),
     ("appinfra.dev", " ".join(f"{k}/status" for k in KINDS.split()), "get patch update"),
+    # blockOwnerDeletion under OwnerReferencesPermissionEnforcement
+    ("appinfra.dev", " ".join(f"{k}/finalizers" for k in KINDS.split()), "update"),
     ("apps", "deployments", "get list watch patch"),
     ("", "configmaps secrets", CHILD_VERBS),
     ("autoscaling", "horizontalpodautoscalers", CHILD_VERBS),
@@ -56,8 +58,9 @@ NAMESPACED_RULES = _rules(
     ("", "services", "get list watch"),
     ("", "events", "create patch"),
     ("events.k8s.io", "events", "create patch"),
-    ("", "serviceaccounts/token", "create"),
 )
+# Only with a kubernetes-auth store, and then limited by resourceNames (checked below).
+TOKEN_RULES = _rules(("", "serviceaccounts/token", "create"))
 # Cluster-scoped reads kopf needs in every mode.
 CLUSTER_SCOPED_RULES = _rules(
     ("apiextensions.k8s.io", "customresourcedefinitions", "get list watch"),
@@ -265,6 +268,68 @@ def test_namespaced_rbac_stays_in_the_watched_namespaces(helm_home: Path) -> Non
         ("shop", RELEASE), ("team-a", RELEASE), ("ops", f"{RELEASE}-credentials"),
         (NAMESPACE, f"{RELEASE}-leader-election"),
     }  # fmt: skip
+
+
+def _kubernetes_store(service_account: str | None = None) -> dict[str, Any]:
+    auth: dict[str, Any] = {"role": "appinfra"}
+    if service_account is not None:
+        auth["serviceAccount"] = service_account
+    return {
+        "vault": {"address": "https://vault:8200", "auth": {"kubernetes": auth}},
+        "allowedNamespaces": ["shop"],
+    }
+
+
+TOKEN_STORES: dict[str, Any] = {
+    "k8s-default": _kubernetes_store(),
+    "k8s-payments": _kubernetes_store("payments"),
+    "k8s-payments-again": _kubernetes_store("payments"),
+    "k8s-explicit-default": _kubernetes_store("default"),
+    **NAMESPACED_VALUES["secretStores"],  # token and aws stores: no TokenRequest
+}
+TOKEN_RULE = {
+    "apiGroups": [""],
+    "resources": ["serviceaccounts/token"],
+    "resourceNames": ["default", "payments"],
+    "verbs": ["create"],
+}
+
+
+@pytest.mark.parametrize("scenario", ["defaults", "watch-namespaces", "service-monitor"])
+def test_no_token_request_without_a_kubernetes_auth_store(helm_home: Path, scenario: str) -> None:
+    for role in _roles(render(helm_home, SCENARIOS[scenario])):
+        assert not rule_set(role) & TOKEN_RULES, role["metadata"]
+
+
+def test_token_request_only_for_the_stores_service_accounts(helm_home: Path) -> None:
+    docs = render(helm_home, {"secretStores": TOKEN_STORES})
+    cluster_role = only(docs, "ClusterRole")
+    assert rule_set(cluster_role) == NAMESPACED_RULES | CLUSTER_SCOPED_RULES | TOKEN_RULES
+    assert [r for r in cluster_role["rules"] if "serviceaccounts/token" in r["resources"]] == [
+        TOKEN_RULE
+    ]
+    # Namespaced mode: the same limited rule in each watched namespace's Role only.
+    namespaced = render(helm_home, {**NAMESPACED_VALUES, "secretStores": TOKEN_STORES})
+    for role in _roles(namespaced):
+        tokens = [r for r in role["rules"] if "serviceaccounts/token" in r["resources"]]
+        watched = role["kind"] == "Role" and role["metadata"]["name"] == RELEASE
+        assert tokens == ([TOKEN_RULE] if watched else []), role["metadata"]
+
+
+def test_token_audience_defaults_to_vault_in_the_rendered_config(helm_home: Path) -> None:
+    docs = render(helm_home, {"secretStores": {"k8s": _kubernetes_store()}})
+    config = load_config(only(docs, "ConfigMap")["data"]["config.yaml"])
+    auth = config.secret_stores["k8s"].vault.auth.kubernetes  # type: ignore[union-attr]
+    assert auth is not None and auth.audience == "vault"
+
+
+def test_owner_finalizers_update_is_granted_for_every_kind(helm_home: Path) -> None:
+    for values in ({}, NAMESPACED_VALUES):
+        granted = frozenset().union(
+            *(rule_set(r) for r in _roles(render(helm_home, values)) if r["kind"] != "ClusterRole")
+        ) | rule_set(only(render(helm_home, values), "ClusterRole"))
+        for kind in KINDS.split():
+            assert ("appinfra.dev", f"{kind}/finalizers", "update") in granted, (values, kind)
 
 
 @pytest.mark.parametrize("scenario", ["defaults", "watch-namespaces"])

@@ -61,6 +61,11 @@ Each rule names its verbs exactly; no wildcards anywhere.
 - apiGroups: ["appinfra.dev"]
   resources: ["serviceprofiles/status", "secretbindings/status", "healthpolicies/status", "ratelimitpolicies/status"]
   verbs: ["get", "patch", "update"]
+# Children carry an ownerReference with blockOwnerDeletion; clusters enforcing
+# OwnerReferencesPermissionEnforcement allow that only with update on the owner's finalizers.
+- apiGroups: ["appinfra.dev"]
+  resources: ["serviceprofiles/finalizers", "secretbindings/finalizers", "healthpolicies/finalizers", "ratelimitpolicies/finalizers"]
+  verbs: ["update"]
 # Target Deployments: read, and server-side apply of the operator's fields (never create/delete).
 - apiGroups: ["apps"]
   resources: ["deployments"]
@@ -93,10 +98,14 @@ Each rule names its verbs exactly; no wildcards anywhere.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
-# Vault kubernetes auth: a TokenRequest for the store's service account.
+{{- $accounts := include "appinfra.tokenServiceAccounts" . | fromJsonArray }}
+{{- if $accounts }}
+# Vault kubernetes auth: a TokenRequest for exactly the service accounts the stores name.
 - apiGroups: [""]
   resources: ["serviceaccounts/token"]
+  resourceNames: {{ $accounts | toJson }}
   verbs: ["create"]
+{{- end }}
 {{- end -}}
 
 {{/* Cluster-scoped reads kopf needs in every mode: resource discovery and namespace scanning. */}}
@@ -131,4 +140,20 @@ Secrets in namespaces it does not watch.
 {{- end -}}
 {{- end -}}
 {{- toJson $refs -}}
+{{- end -}}
+
+
+{{/*
+Service accounts whose tokens the operator requests: the `serviceAccount` (default
+"default") of every store using Vault's kubernetes auth, as a sorted JSON list. Empty:
+no store uses it, and the chart grants no TokenRequest at all.
+*/}}
+{{- define "appinfra.tokenServiceAccounts" -}}
+{{- $names := list -}}
+{{- range $store, $spec := .Values.secretStores -}}
+{{- with $spec.vault -}}{{- with .auth -}}{{- with .kubernetes -}}
+{{- $names = append $names (default "default" .serviceAccount) -}}
+{{- end -}}{{- end -}}{{- end -}}
+{{- end -}}
+{{- $names | uniq | sortAlpha | toJson -}}
 {{- end -}}

@@ -39,13 +39,17 @@ class Rule:
     holds: Callable[[Any], bool]
     field: str | None = None
     reason: CelReason = "FieldValueInvalid"
+    optional_old_self: bool = False
+    """Evaluate on create too when the rule uses `oldSelf` (an optional then)."""
 
-    def x_kubernetes_validation(self) -> dict[str, str]:
+    def x_kubernetes_validation(self) -> dict[str, Any]:
         """The entry for the CRD's `x-kubernetes-validations` list."""
-        entry = {"rule": self.cel, "message": self.message}
+        entry: dict[str, Any] = {"rule": self.cel, "message": self.message}
         if self.field:
             entry["fieldPath"] = f".{self.field}"
         entry["reason"] = self.reason
+        if self.optional_old_self:
+            entry["optionalOldSelf"] = True
         return entry
 
 

@@ -13,7 +13,15 @@ from typing import Any
 
 import yaml
 
-from appinfra.api.kinds import CATEGORY, GROUP, KINDS, VERSION, AnyKind, PrinterColumn
+from appinfra.api.kinds import (
+    CATEGORY,
+    GROUP,
+    KINDS,
+    NAME_RULE,
+    VERSION,
+    AnyKind,
+    PrinterColumn,
+)
 from appinfra.api.structural import JsonSchema, to_structural
 
 PART_OF_LABEL = {"app.kubernetes.io/part-of": "appinfra"}
@@ -41,6 +49,7 @@ def _root_schema(kind: AnyKind) -> JsonSchema:
             "spec": _model_schema(kind.spec_model),
             "status": _model_schema(kind.status_model),
         },
+        "x-kubernetes-validations": [NAME_RULE.x_kubernetes_validation()],
     }
 
 

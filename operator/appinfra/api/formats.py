@@ -13,6 +13,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Annotated, Any
 
 from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler, PlainValidator, WithJsonSchema
@@ -126,10 +127,13 @@ VARIABLE_NAME = Format(
     253,
     "a variable name: letters, digits and '_', not starting with a digit",
 )
+# At most five digits before each unit: with the 64-character cap no duration the pattern
+# accepts overflows Go's int64 nanoseconds, so the CRD's CEL `duration()` never fails on
+# one (a runtime error there would replace the rule's message with an evaluation error).
 DURATION = Format(
-    r"^(0|([0-9]+(\.[0-9]+)?(ms|s|m|h))+)$",
+    r"^(0|([0-9]{1,5}(\.[0-9]{1,9})?(ms|s|m|h))+)$",
     64,
-    "a duration such as 90s, 30m, 1h or 1h30m, or 0",
+    "a duration such as 90s, 30m, 1h or 1h30m (at most 5 digits before each unit), or 0",
 )
 ABSOLUTE_PATH = Format(r"^/[^:]*$", 1024, "an absolute path starting with '/' and without ':'")
 URL_PATH_PREFIX = Format(r"^/.*$", 1024, "a URL path starting with '/'")
@@ -152,19 +156,31 @@ UrlPathPrefix = Annotated[str, URL_PATH_PREFIX]
 HeaderName = Annotated[str, HEADER_NAME]
 IPOrCIDR = Annotated[str, IP_OR_CIDR]
 
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_UNITS = {
+    "ms": Fraction(1, 1000),
+    "s": Fraction(1),
+    "m": Fraction(60),
+    "h": Fraction(3600),
+}
+
+
+def exact_duration(text: str) -> Fraction:
+    """Seconds in a duration string such as "1h30m" or "0", exactly (no float rounding, so
+    a bound check agrees with Go's integer nanoseconds); raises ValueError if malformed."""
+    if not DURATION.accepts(text):
+        raise ValueError(f"{text!r} is not {DURATION.explain}")
+    return sum(
+        (
+            Fraction(number) * _DURATION_UNITS[unit]
+            for number, unit in re.findall(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)", text)
+        ),
+        Fraction(0),
+    )
 
 
 def duration_seconds(text: str) -> float:
     """Seconds in a duration string such as "1h30m" or "0"; raises ValueError if malformed."""
-    if not DURATION.accepts(text):
-        raise ValueError(f"{text!r} is not {DURATION.explain}")
-    return float(
-        sum(
-            float(number) * _DURATION_UNITS[unit]
-            for number, unit in re.findall(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)", text)
-        )
-    )
+    return float(exact_duration(text))
 
 
 _PERCENT = r"^[0-9]+%$"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from appinfra.api.base import ApiModel
+from appinfra.api.base import ApiModel, Rule
 from appinfra.api.common import Status
 from appinfra.api.healthpolicy import HealthPolicySpec, HealthPolicyStatus
 from appinfra.api.ratelimitpolicy import RateLimitPolicySpec, RateLimitPolicyStatus
@@ -20,6 +20,21 @@ GROUP = "appinfra.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 CATEGORY = "appinfra"
+
+MAX_NAME_LENGTH = 63
+"""The longest metadata.name: it becomes the `appinfra.dev/owner-name` label value of every
+child (label values are at most 63 characters) and part of annotation keys and field
+manager names, which have their own limits."""
+
+NAME_RULE = Rule(
+    # Names are immutable, so checking on create is enough; on update (oldSelf set) the
+    # rule holds, so an object created before the rule existed can still lose its finalizer.
+    cel=f"oldSelf.hasValue() || self.metadata.name.size() <= {MAX_NAME_LENGTH}",
+    message=f"metadata.name must be at most {MAX_NAME_LENGTH} characters: it becomes the "
+    "appinfra.dev/owner-name label of every object made from this resource",
+    holds=lambda name: len(name) <= MAX_NAME_LENGTH,
+    optional_old_self=True,
+)
 
 SpecT = TypeVar("SpecT", bound=ApiModel)
 StatusT = TypeVar("StatusT", bound=Status)

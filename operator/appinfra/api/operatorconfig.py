@@ -45,7 +45,13 @@ class KubernetesAuth(ApiModel):
         default="default",
         description="Service account, in the binding's namespace, whose token is requested.",
     )
-    audience: str | None = Field(default=None, description="Audience of the requested token.")
+    # A token without an audience is valid against the API server itself for its lifetime;
+    # one for "vault" is only good for logging in to Vault.
+    audience: str = Field(
+        default="vault",
+        min_length=1,
+        description="Audience of the requested token; the Vault role must list it in its audience.",
+    )
 
 
 class TokenAuth(ApiModel):

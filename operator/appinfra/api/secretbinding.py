@@ -8,9 +8,40 @@ from pydantic import AwareDatetime, Field
 
 from appinfra.api.base import ApiModel, Rule
 from appinfra.api.common import DeploymentRef, Status
-from appinfra.api.formats import DataKey, DNSSubdomain, Duration, ListMap, OptionalDNSSubdomain
+from appinfra.api.formats import (
+    DURATION,
+    DataKey,
+    DNSSubdomain,
+    Duration,
+    ListMap,
+    OptionalDNSSubdomain,
+    exact_duration,
+)
 
 _VERSION = "Version of the remote secret; 0 or unset means the latest."
+
+MIN_REFRESH = "10s"
+MAX_REFRESH = "8760h"
+MAX_SYNCED_KEYS = 1024
+"""Keys one binding may write: status.syncedKeys lists them and holds at most this many."""
+
+
+def refresh_in_bounds(interval: str) -> bool:
+    """ "0" (sync once) or MIN_REFRESH..MAX_REFRESH: a shorter interval reads the store and
+    patches status many times a second; a longer one overflows date arithmetic."""
+    if interval == "0":
+        return True
+    return exact_duration(MIN_REFRESH) <= exact_duration(interval) <= exact_duration(MAX_REFRESH)
+
+
+# The pattern guard keeps CEL's duration() away from strings the schema's pattern already
+# refuses (that error is reported on its own); see formats.DURATION.
+_REFRESH_CEL = (
+    "!has(self.refreshInterval) || self.refreshInterval == '0'"
+    f" || !self.refreshInterval.matches(r'{DURATION.pattern}')"
+    f" || (duration(self.refreshInterval) >= duration('{MIN_REFRESH}')"
+    f" && duration(self.refreshInterval) <= duration('{MAX_REFRESH}'))"
+)
 
 
 class RemoteRef(ApiModel):
@@ -102,8 +133,8 @@ class SecretBindingSpec(ApiModel):
     )
     refresh_interval: Duration = Field(
         default="1h",
-        description='How often to re-read the store, e.g. "1h", "30m", "90s"; "0" syncs '
-        "once. Each refresh is jittered.",
+        description='How often to re-read the store, e.g. "1h", "30m", "90s": between '
+        f'{MIN_REFRESH} and {MAX_REFRESH}, or "0" to sync once. Each refresh is jittered.',
     )
     data: Annotated[list[SecretData], ListMap("secretKey")] = Field(
         default_factory=list,
@@ -139,6 +170,12 @@ class SecretBindingSpec(ApiModel):
             field="data",
             reason="FieldValueRequired",
         ),
+        Rule(
+            cel=_REFRESH_CEL,
+            message=f'must be "0" (sync once) or between {MIN_REFRESH} and {MAX_REFRESH}',
+            holds=lambda s: refresh_in_bounds(s.refresh_interval),
+            field="refreshInterval",
+        ),
     )
 
 
@@ -161,5 +198,5 @@ class SecretBindingStatus(Status):
         description="HMAC of the synced data, to see a change without revealing values.",
     )
     synced_keys: list[str] = Field(
-        default_factory=list, max_length=1024, description="Names of the keys written."
+        default_factory=list, max_length=MAX_SYNCED_KEYS, description="Names of the keys written."
     )

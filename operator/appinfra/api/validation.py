@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from appinfra.api.base import ApiModel
 from appinfra.api.formats import DNS_SUBDOMAIN
-from appinfra.api.kinds import API_VERSION, BY_KIND, GROUP, Kind
+from appinfra.api.kinds import API_VERSION, BY_KIND, GROUP, NAME_RULE, Kind
 from appinfra.api.problems import Problem, problems_from
 
 SpecT = TypeVar("SpecT", bound=ApiModel)
@@ -63,6 +63,8 @@ def validate_object(obj: Mapping[str, Any]) -> list[Problem]:
         problems.append(Problem("metadata.name", "required field is missing"))
     elif not DNS_SUBDOMAIN.accepts(name):
         problems.append(Problem("metadata.name", f"must be {DNS_SUBDOMAIN.explain}"))
+    elif not NAME_RULE.holds(name):  # the CRD's root CEL rule, in the same words
+        problems.append(Problem("metadata.name", NAME_RULE.message))
     problems.extend(
         Problem(str(field), "unknown field") for field in obj.keys() - _TOP_LEVEL_FIELDS
     )

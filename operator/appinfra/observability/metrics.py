@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import Counter, Gauge, Histogram
 
 RECONCILE_TOTAL = Counter(
@@ -34,4 +36,20 @@ BACKEND_REQUESTS = Counter(
     "Requests sent to secret stores, by store, operation and outcome (ok or an error reason).",
     ["store", "operation", "status"],
 )
+EVENTS_DROPPED = Counter(
+    "appinfra_events_dropped_total",
+    "Kubernetes Events not posted because too many were already waiting to be posted.",
+)
 LEADER = Gauge("appinfra_leader", "1 on the replica that holds the leader lease, else 0.")
+
+
+PER_BINDING: tuple[Gauge, ...] = (SECRET_LAST_SUCCESS,)
+"""Every metric with a series per SecretBinding (labels namespace, name)."""
+
+
+def forget_secretbinding(namespace: str, name: str) -> None:
+    """Drop every per-binding series of a deleted SecretBinding, so that neither the
+    registry nor /metrics grows with bindings that no longer exist."""
+    for metric in PER_BINDING:
+        with contextlib.suppress(KeyError):  # never synced successfully: no series
+            metric.remove(namespace, name)

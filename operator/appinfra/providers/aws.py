@@ -8,7 +8,9 @@ Path listing (Parameter Store only): every parameter under the path, recursively
 and decrypted, keyed by its name relative to the path with each "/" replaced by
 "_" (/shop/app/db/password under /shop/app -> db_password). Parameter names only
 allow [a-zA-Z0-9_.-/], so every resulting key is a valid Secret key; two names
-that map to the same key are refused rather than one silently winning.
+that map to the same key are refused rather than one silently winning. A listing
+stops, refused, past MAX_PATH_KEYS parameters (a binding may not sync more keys)
+or MAX_PATH_PAGES pages, so one path cannot make the operator read without end.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import boto3
 from botocore.config import Config
 
 from appinfra.api.operatorconfig import AwsStore
+from appinfra.api.secretbinding import MAX_SYNCED_KEYS
 from appinfra.providers.aws_session import AwsClient, aws_problems
 from appinfra.providers.base import Forbidden, Kube, RemoteSecret, SecretNotFound
 
@@ -33,6 +36,12 @@ if TYPE_CHECKING:
         GetParametersByPathRequestTypeDef,
         GetParametersByPathResultTypeDef,
     )
+
+MAX_PATH_KEYS = MAX_SYNCED_KEYS
+"""Parameters one path listing may return: the keys one SecretBinding may sync."""
+PAGE_SIZE = 10  # GetParametersByPath's largest MaxResults
+MAX_PATH_PAGES = 2 * MAX_PATH_KEYS // PAGE_SIZE
+"""Pages one listing may take; twice what MAX_PATH_KEYS needs, as SSM may return short pages."""
 
 _VERSION_ID = re.compile(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 
@@ -148,7 +157,7 @@ class ParameterStoreProvider:
         values: dict[str, str] = {}
         names: dict[str, str] = {}
         token: str | None = None
-        while True:
+        for _ in range(MAX_PATH_PAGES):
             page = self._page(path, token)
             for parameter in page.get("Parameters", []):
                 name = parameter.get("Name", "")
@@ -158,11 +167,21 @@ class ParameterStoreProvider:
                         f"aws store {self._name!r}: parameters {names[prop]!r} and {name!r} "
                         f"both map to key {prop!r}; rename one"
                     )
+                if len(names) == MAX_PATH_KEYS:
+                    raise Forbidden(
+                        f"aws store {self._name!r}: more than {MAX_PATH_KEYS:,} parameters "
+                        f"under path {path!r}, more than a binding may sync; bind a narrower path"
+                    )
                 names[prop] = name
                 values[prop] = parameter.get("Value", "")
             token = page.get("NextToken")
             if not token:
                 break
+        else:
+            raise Forbidden(
+                f"aws store {self._name!r}: listing parameters under path {path!r} did not end "
+                f"within {MAX_PATH_PAGES} pages; bind a narrower path"
+            )
         if not values:
             raise SecretNotFound(f"aws store {self._name!r}: no parameters under path {path!r}")
         return RemoteSecret(properties=values, raw=None, version=None)
@@ -172,6 +191,7 @@ class ParameterStoreProvider:
             "Path": path,
             "Recursive": True,
             "WithDecryption": True,
+            "MaxResults": PAGE_SIZE,
         }
         if token:
             request["NextToken"] = token

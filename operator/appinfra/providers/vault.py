@@ -294,9 +294,8 @@ class VaultProvider:
             return _Grant(token, STATIC_TOKEN_TTL, renewable=False)
         if auth.kubernetes is not None:
             k8s = auth.kubernetes
-            audiences = [k8s.audience] if k8s.audience else []
             jwt = credential(
-                lambda: self._kube.token_for(namespace, k8s.service_account, audiences)
+                lambda: self._kube.token_for(namespace, k8s.service_account, [k8s.audience])
             )
             where = (
                 f"logging in with kubernetes auth at {k8s.mount_path!r} as role {k8s.role!r} "

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from appinfra.api.secretbinding import SecretBindingSpec
+from appinfra.api.secretbinding import MAX_SYNCED_KEYS, SecretBindingSpec
+from appinfra.kube.resources import GROUP
 from appinfra.providers.base import RemoteSecret
 from appinfra.render.common import Obj, Owner, child, target_intent
 from appinfra.render.templates import render_template
@@ -24,6 +25,32 @@ MAX_DEPTH = 32  # deeper JSON is refused rather than walked (a hostile secret is
 
 class ExtractError(ValueError):
     """A property the binding asks for is not in the remote secret (message is value-free)."""
+
+
+class TooManyKeys(ExtractError):
+    """The Secret would hold more keys than a binding may sync (status.syncedKeys lists
+    every key and the API server refuses a longer list): refused before any write."""
+
+
+def _check_key_count(count: int, where: str) -> None:
+    if count > MAX_SYNCED_KEYS:
+        raise TooManyKeys(
+            f"{where}: {count:,} keys, more than the {MAX_SYNCED_KEYS:,} a binding may sync; "
+            "narrow dataFrom"
+        )
+
+
+def applied_annotation(binding: str) -> str:
+    """The Secret annotation key holding this binding's applied-content hash.
+
+    Always a valid qualified name (the part after "/" at most 63 characters, starting and
+    ending alphanumeric) and distinct per binding: `sb.<name>` when it fits, otherwise a
+    prefix of the name joined by "-" to a digest of the whole name.
+    """
+    if len(binding) <= 60:
+        return f"{GROUP}/sb.{binding}"
+    digest = hashlib.sha256(binding.encode()).hexdigest()[:8]
+    return f"{GROUP}/sb.{binding[:51]}-{digest}"
 
 
 @dataclass(frozen=True)
@@ -100,18 +127,27 @@ def extract(secret: RemoteSecret, prop: str | None, where: str) -> str:
 def secret_data(spec: SecretBindingSpec, fetched: Mapping[Fetch, RemoteSecret]) -> dict[str, str]:
     """The target Secret's data: data entries, dataFrom extracts, then the template.
 
-    Raises ExtractError or TemplateError; never returns partial data.
+    Raises ExtractError (TooManyKeys past MAX_SYNCED_KEYS) or TemplateError; never returns
+    partial data.
     """
     out: dict[str, str] = {}
     for index, item in enumerate(spec.data_from):
         where = f"spec.dataFrom[{index}].extract ({item.extract.key})"
         props = _properties(fetched[Fetch(item.extract.key, item.extract.version)], where)
+        _check_key_count(len(props), where)  # before copying a huge secret's values
         out.update({name: _as_text(value) for name, value in props.items()})
+        _check_key_count(len(out), "spec.dataFrom")
     for index, entry in enumerate(spec.data):
         where = f"spec.data[{index}].remoteRef ({entry.remote_ref.key})"
         remote = fetched[Fetch(entry.remote_ref.key, entry.remote_ref.version)]
         out[entry.secret_key] = extract(remote, entry.remote_ref.property, where)
     template = spec.target.template
+    templated = template.data.keys() if template is not None else set()
+    # data and template keys add to what dataFrom brought; the limit is on the Secret, and
+    # checked before any template renders.
+    _check_key_count(
+        len(out.keys() | templated), "spec.dataFrom, spec.data and spec.target.template.data"
+    )
     if template is not None and template.data:
         rendered = {
             key: render_template(f"spec.target.template.data.{key}", source, out)
