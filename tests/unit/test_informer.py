@@ -38,3 +38,25 @@ def test_lines_split_across_chunks_are_joined() -> None:
 def test_blank_keepalive_lines_are_skipped() -> None:
     lines, rest = split_lines(b"", b'\n\n{"type":"BOOKMARK"}\n{"ty')
     assert lines == [b'{"type":"BOOKMARK"}'] and rest == b'{"ty'
+
+
+def test_an_object_the_transform_drops_arrives_as_deleted_by_name() -> None:
+    """So a cached child that stops being ours leaves the cache, and a foreign one's
+    body (a 1 MiB ConfigMap) never reaches the event loop."""
+    from typing import Any
+
+    from appinfra.kube.informer import Informer
+    from appinfra.kube.resources import CONFIGMAP
+
+    def keep_small(obj: dict[str, Any]) -> dict[str, Any] | None:
+        return None if "big" in obj.get("data", {}) else {**obj, "data": "digest"}
+
+    informer = Informer(None, CONFIGMAP, lambda *_: None, list, transform=keep_small)  # type: ignore[arg-type]
+    big = {**item("a", "x", "7"), "data": {"big": "x" * 100_000}}
+    event = informer._event(json.dumps({"type": "MODIFIED", "object": big}).encode())
+    assert event == {"type": "DELETED", "object": {"metadata": {"namespace": "a", "name": "x"}}}
+    assert informer._version == "7"  # still resumes after it
+    small = {**item("a", "y", "8"), "data": {"k": "v"}}
+    event = informer._event(json.dumps({"type": "ADDED", "object": small}).encode())
+    assert event is not None and event["type"] == "ADDED"
+    assert event["object"]["data"] == "digest" and event["object"]["kind"] == "ConfigMap"

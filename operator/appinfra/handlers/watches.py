@@ -26,10 +26,11 @@ from appinfra.api.operatorconfig import OperatorConfig
 from appinfra.config import ConfigFile
 from appinfra.controller import Runtime, target_key
 from appinfra.handlers import healthpolicy, ratelimitpolicy, secretbinding, serviceprofile
-from appinfra.kube.cache import LAST_APPLIED
+from appinfra.kube.cache import LAST_APPLIED, PAYLOAD_TYPES
 from appinfra.kube.client import Kube, Obj, load_api_client
 from appinfra.kube.credentials import provider_kube
-from appinfra.kube.informer import Event, Informer
+from appinfra.kube.diff import DIGESTS
+from appinfra.kube.informer import PAGE, PAYLOAD_PAGE, Event, Informer
 from appinfra.kube.resources import (
     CONFIGMAP,
     DEPLOYMENT,
@@ -178,6 +179,11 @@ async def _start_informers(rt: Runtime, scopes: list[str | None]) -> None:
                 functools.partial(rt.store.keys, res),
                 namespace=scope,
                 label_selector=MANAGED_SELECTOR if res in CHILDREN else "",
+                # The label is anyone's to set: the cache's own rules decide what is
+                # kept (children of ours only, digests instead of values), applied
+                # in the informer's thread before anything piles up.
+                transform=functools.partial(rt.store.shrink, res),
+                page=PAYLOAD_PAGE if res in PAYLOAD_TYPES else PAGE,
             )
             State.informers.append(informer)
             informer.start()
@@ -342,18 +348,21 @@ def _on_target_event(res: Resource, event: kopf.RawEvent) -> None:
 
 def _child_changed(old: Obj | None, new: Obj) -> bool:
     """A change that may be drift from what we applied: metadata, spec (generation) or a
-    ConfigMap's or Secret's data. Not a controller's status update (the HPA and
+    ConfigMap's or Secret's data (cached as digests). Not a controller's status update (the HPA and
     disruption controllers write one for every new HPA and PDB): at a thousand
     profiles those were most of the operator's reconciles, every one a no-op."""
     if old is None or _meaningful_change(old, new):
         return True
     if old["metadata"].get("ownerReferences") != new["metadata"].get("ownerReferences"):
         return True
-    return any(old.get(k) != new.get(k) for k in ("data", "binaryData", "immutable"))
+    return any(old.get(k) != new.get(k) for k in ("data", "binaryData", "immutable", DIGESTS))
 
 
 def _on_child_event(res: Resource, event: kopf.RawEvent) -> None:
-    """A child changed or went away: its owner reconciles (and repairs drift)."""
+    """A child changed or went away: its owner reconciles (and repairs drift). An
+    object that is not (or no longer) our child arrives as DELETED by name (the
+    informer's transform): it is removed if it was cached, and its former owner
+    reconciles; if it never was, nothing happens."""
     old, obj, echo = _record(res, event)
     if echo or (event["type"] != "DELETED" and not _child_changed(old, obj)):
         return

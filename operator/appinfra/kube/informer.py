@@ -16,6 +16,14 @@ informer pattern of client-go's reflector, reduced to what we need:
   unreachable API server retries the watch from the last resourceVersion after a
   capped, jittered backoff. Nothing here ever gives up.
 
+Each object passes through `transform` (the cache's Store.shrink) as soon as it is
+parsed, in this thread: what the cache would not keep (another owner's object that
+carries our label, a ConfigMap's values) is dropped before it reaches the loop or
+piles up in a batch. An object the transform drops is delivered as DELETED by name,
+so one that stops being ours leaves the cache. Types with tenant-sized objects (a
+ConfigMap can be 1 MiB) are listed in smaller pages (PAYLOAD_PAGE): a page is parsed
+whole before its transform runs.
+
 Events are handed to the event loop in batches (a LIST page, or what one read from
 the stream holds), where the handlers update the cache and enqueue reconciles; the
 thread waits until a batch is handled, so a slow loop slows the reading instead of
@@ -38,11 +46,13 @@ log = logging.getLogger("appinfra.informer")
 
 Event = dict[str, Any]  # {"type": ADDED|MODIFIED|DELETED, "object": {...}}
 Deliver = Callable[[list[Event], bool], None]  # (events, listed: the list is complete)
+Transform = Callable[[Obj], Obj | None]  # what to keep of an object; None: nothing
 
 WATCH_SECONDS = 300  # server-side timeout of one watch request; then it is renewed
 READ_TIMEOUT = WATCH_SECONDS + 30  # bookmarks come about once a minute on a quiet stream
 BACKOFF_CAP = 30.0
 PAGE = 250  # objects per LIST page
+PAYLOAD_PAGE = 16  # for ConfigMaps and Secrets: at most ~24 MiB of objects at once
 
 
 class Gone(Exception):
@@ -77,6 +87,7 @@ class Informer:
         namespace: str | None = None,
         label_selector: str = "",
         page: int = PAGE,
+        transform: Transform | None = None,
     ) -> None:
         self.kube = kube
         self.res = res
@@ -85,6 +96,7 @@ class Informer:
         self.page = page
         self._deliver = deliver
         self._cached_keys = cached_keys
+        self._transform = transform
         self._stop = threading.Event()
         self._version = ""
         scope = f" in {namespace}" if namespace else ""
@@ -141,14 +153,17 @@ class Informer:
                 if exc.status == 410:  # the snapshot expired between pages: start over
                     raise Gone() from None
                 raise
-            items: list[Obj] = body.get("items") or []
-            for item in items:
-                self._typed(item)
-                listed.add((item["metadata"].get("namespace", ""), item["metadata"]["name"]))
             token = body["metadata"].get("continue") or ""
             version = body["metadata"]["resourceVersion"]
-            events: list[Event] = [{"type": "ADDED", "object": item} for item in items]
-            del body, items
+            items: list[Obj] = body.pop("items", None) or []
+            del body
+            events: list[Event] = []
+            while items:  # popped one by one: each raw object is freed once transformed
+                kept = self._kept(items.pop(0))
+                if kept is not None:
+                    listed.add((kept["metadata"].get("namespace", ""), kept["metadata"]["name"]))
+                    events.append({"type": "ADDED", "object": kept})
+            del items
             if token:
                 self._deliver(events, False)
                 continue
@@ -194,13 +209,19 @@ class Informer:
             self._version = version
         if kind == "BOOKMARK":
             return None
-        self._typed(obj)
-        return event
+        kept = self._kept(obj)
+        if kept is None:
+            meta = obj.get("metadata") or {}
+            gone = {"namespace": meta.get("namespace", ""), "name": meta.get("name", "")}
+            return {"type": "DELETED", "object": {"metadata": gone}}
+        return {"type": kind, "object": kept}
 
-    def _typed(self, obj: Obj) -> None:
-        """List items (and some watch objects) come without kind and apiVersion."""
+    def _kept(self, obj: Obj) -> Obj | None:
+        """The object typed (list items, and some watch objects, come without kind and
+        apiVersion) and transformed."""
         obj.setdefault("apiVersion", self.res.api_version)
         obj.setdefault("kind", self.res.kind)
+        return obj if self._transform is None else self._transform(obj)
 
 
 def _describe(exc: Exception) -> str:
