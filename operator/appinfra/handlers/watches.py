@@ -26,11 +26,11 @@ from appinfra.api.operatorconfig import OperatorConfig
 from appinfra.config import ConfigFile
 from appinfra.controller import Runtime, target_key
 from appinfra.handlers import healthpolicy, ratelimitpolicy, secretbinding, serviceprofile
-from appinfra.kube.cache import LAST_APPLIED, PAYLOAD_TYPES
+from appinfra.kube.cache import LAST_APPLIED
 from appinfra.kube.client import Kube, Obj, load_api_client
 from appinfra.kube.credentials import provider_kube
 from appinfra.kube.diff import DIGESTS
-from appinfra.kube.informer import PAGE, PAYLOAD_PAGE, Event, Informer
+from appinfra.kube.informer import Event, Informer
 from appinfra.kube.resources import (
     CONFIGMAP,
     DEPLOYMENT,
@@ -183,7 +183,6 @@ async def _start_informers(rt: Runtime, scopes: list[str | None]) -> None:
                 # kept (children of ours only, digests instead of values), applied
                 # in the informer's thread before anything piles up.
                 transform=functools.partial(rt.store.shrink, res),
-                page=PAYLOAD_PAGE if res in PAYLOAD_TYPES else PAGE,
             )
             State.informers.append(informer)
             informer.start()
