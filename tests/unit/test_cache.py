@@ -228,3 +228,20 @@ def test_long_strings_of_targets_are_digests_that_still_compare() -> None:
     spec = {**obj("1"), "spec": {"config": {"data": {"f": big}}}}
     store.upsert(SERVICEPROFILE, spec)
     assert store.get(SERVICEPROFILE, "ns", "d") == spec
+
+
+def test_a_change_of_cached_values_is_a_child_change() -> None:
+    """Data drift still reaches the owner although only digests are compared."""
+    from appinfra.handlers.watches import _child_changed
+
+    store = Store()
+    live = ours({**obj("1"), "metadata": {**obj("1")["metadata"], "generation": 1},  # type: ignore[dict-item]
+                 "data": {"a": "1"}})  # fmt: skip
+    before = store.shrink(CONFIGMAP, live)
+    same = store.shrink(
+        CONFIGMAP, {**live, "metadata": {**live["metadata"], "resourceVersion": "2"}}
+    )
+    edited = store.shrink(CONFIGMAP, {**live, "data": {"a": "2"}})
+    assert before is not None and same is not None and edited is not None
+    assert not _child_changed(before, same)
+    assert _child_changed(before, edited)
