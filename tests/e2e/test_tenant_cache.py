@@ -83,23 +83,24 @@ def profile(namespace: str, name: str) -> dict[str, Any]:
 def attack_configmap(
     namespace: str, i: int, victim: dict[str, Any], dep: dict[str, Any]
 ) -> dict[str, Any]:
-    """A tenant's ConfigMap labelled as ours, naming the victim profile as its owner in
-    the labels; every third one also carries an ownerReference that is not ours: to
-    the profile but not as controller, or to the Deployment as controller."""
-    labels = {
-        "app.kubernetes.io/managed-by": "appinfra",
-        "appinfra.dev/owner-kind": "ServiceProfile",
-        "appinfra.dev/owner-name": victim["metadata"]["name"],
-    }
+    """A tenant's ConfigMap carrying our managed-by label. Most carry nothing else (the
+    issue's attack); every tenth names the victim profile as owner in its labels and
+    has a non-controller ownerReference to it; every tenth (plus one) names a profile
+    "ghost" and is controlled by the Deployment."""
+    labels = {"app.kubernetes.io/managed-by": "appinfra"}
     meta: dict[str, Any] = {"name": f"stuffing-{i:03d}", "namespace": namespace, "labels": labels}
-    ref = {"name": victim["metadata"]["name"], "uid": victim["metadata"]["uid"]}
-    if i % 3 == 1:
-        sp = {"apiVersion": "appinfra.dev/v1alpha1", "kind": "ServiceProfile"}
-        meta["ownerReferences"] = [{**sp, "controller": False, **ref}]
-    elif i % 3 == 2:
-        meta["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "Deployment",
-                                    "name": dep["metadata"]["name"],
-                                    "uid": dep["metadata"]["uid"], "controller": True}]  # fmt: skip
+    if i % 10 == 0:
+        labels.update({"appinfra.dev/owner-kind": "ServiceProfile",
+                       "appinfra.dev/owner-name": "victim"})  # fmt: skip
+        meta["ownerReferences"] = [{
+            "apiVersion": "appinfra.dev/v1alpha1", "kind": "ServiceProfile", "controller": False,
+            "name": "victim", "uid": victim["metadata"]["uid"]}]  # fmt: skip
+    elif i % 10 == 1:
+        labels.update({"appinfra.dev/owner-kind": "ServiceProfile",
+                       "appinfra.dev/owner-name": "ghost"})  # fmt: skip
+        meta["ownerReferences"] = [{
+            "apiVersion": "apps/v1", "kind": "Deployment", "controller": True,
+            "name": dep["metadata"]["name"], "uid": dep["metadata"]["uid"]}]  # fmt: skip
     blob = base64.b64encode(os.urandom(VALUE_CHARS * 3 // 4)).decode()
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"blob": blob}}
 
