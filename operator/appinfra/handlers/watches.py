@@ -4,7 +4,9 @@ kopf streams the appinfra kinds; our informers (kube/informer.py) stream targets
 and children, which are most of the events. Every handler here only updates the
 cache and enqueues keys, so a burst of events for one resource collapses into one
 reconcile. Children are watched with a server-side label selector
-(managed-by=appinfra), never by streaming every ConfigMap in the cluster.
+(managed-by=appinfra), never by streaming every ConfigMap in the cluster. Anyone
+can set that label, so it only narrows the stream: the cache keeps a child only if it
+carries our controller ownerReference (kube/cache.py).
 """
 
 from __future__ import annotations
@@ -347,9 +349,9 @@ def _on_target_event(res: Resource, event: kopf.RawEvent) -> None:
 
 def _child_changed(old: Obj | None, new: Obj) -> bool:
     """A change that may be drift from what we applied: metadata, spec (generation) or a
-    ConfigMap's or Secret's data (cached as digests). Not a controller's status update (the HPA and
-    disruption controllers write one for every new HPA and PDB): at a thousand
-    profiles those were most of the operator's reconciles, every one a no-op."""
+    ConfigMap's or Secret's data (cached as digests). Not a controller's status update
+    (the HPA and disruption controllers write one for every new HPA and PDB): at a
+    thousand profiles those were most of the operator's reconciles, every one a no-op."""
     if old is None or _meaningful_change(old, new):
         return True
     if old["metadata"].get("ownerReferences") != new["metadata"].get("ownerReferences"):

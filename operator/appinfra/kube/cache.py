@@ -4,8 +4,9 @@ kinds, kube/informer.py's for targets and children).
 Reconciles read from here instead of GETting. A resource type is "primed" once its
 informer's first LIST has been loaded: from then on a miss means "no such object
 among those the watch covers" and costs nothing. For label-selected types (our
-children) that is "no object of ours": a caller that must know about unlabelled
-objects too (a user's Secret a binding may not adopt) still GETs. Before priming,
+children) that is "no object of ours": a caller that must know about other objects
+too (a user's Secret a binding may not adopt, an Orphan Secret, which carries no
+ownerReference) still GETs. Before priming,
 or for types never primed, a miss is confirmed with a GET, so a reconcile never
 mistakes "not cached yet" for "absent", which would cause needless writes.
 
