@@ -260,8 +260,9 @@ class Informer:
     def _list(self) -> None:
         """One consistent snapshot, in pages, each delivered (and handled: delivery waits
         for the handlers) before the next is fetched, so at most a page of transformed
-        objects (and one raw one) is alive at once; then DELETED for the cached objects it no longer has. Unchanged
-        objects are recognised by the handlers as echoes and cost no reconcile."""
+        objects (and one raw one) is alive at once; then DELETED for the cached objects
+        it no longer has. Unchanged objects are recognised by the handlers as echoes and
+        cost no reconcile."""
         cached = [key for key in self._cached_keys() if self.namespace in (None, key[0])]
         listed: set[tuple[str, str]] = set()
         token = ""
