@@ -9,6 +9,10 @@ operator's RSS (VmRSS from /proc, sampled) stays within a bound that the 300 MiB
 payload would blow through; none of the ConfigMaps is touched; a profile created
 during the attack converges; drift on a real child is still reverted; and a restarted
 operator, which LISTs all of them, stays within the bound and sends zero writes.
+
+A second test covers the other side of the change: a managed Secret is cached as
+digests only, yet an edit to it is restored, and a restarted operator confirms it
+without reading the backend.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 
 from appinfra.kube.client import Kube
 from appinfra.kube.resources import CONFIGMAP
-from tests.e2e.conftest import STARTED, Operator
+from tests.e2e.conftest import STARTED, Operator, Stores
 from tests.support.kube import Cluster
 from tests.support.objects import apply, deployment, get, wait_condition
 from tests.support.servers import http_ok, wait_until
@@ -211,3 +215,46 @@ def test_labelled_foreign_configmaps_cost_no_memory_and_are_never_touched(
     assert {name: versions.get(name) for name in created} == created
     for name in ("victim", "late"):
         wait_condition(cluster, "serviceprofile", namespace, name, "Ready", "True")
+
+
+def test_a_managed_secret_is_restored_and_a_restart_reads_no_backend(
+    cluster: Cluster, operator: Operator, stores: Stores, namespace: str, workdir: Path
+) -> None:
+    """The cache holds a managed Secret's digests, not its values. An edit is still
+    seen and restored from the backend; a restarted operator confirms the Secret with
+    one GET instead of reading the backend again, and writes nothing."""
+    stores.bao.secrets.kv.v2.create_or_update_secret(
+        path=f"{namespace}/db", secret={"password": "pw1"}, mount_point="secret"
+    )
+    remote = {"key": f"{namespace}/db", "property": "password"}
+    binding = {
+        "apiVersion": "appinfra.dev/v1alpha1",
+        "kind": "SecretBinding",
+        "metadata": {"name": "db", "namespace": namespace},
+        "spec": {"store": "vault-main", "refreshInterval": "1h",
+                 "data": [{"secretKey": "DB_PASSWORD", "remoteRef": remote}]},
+    }  # fmt: skip
+    apply(cluster, binding)
+    wait_condition(cluster, "secretbinding", namespace, "db", "Ready", "True")
+
+    def value() -> str:
+        secret = get(cluster, "secret", namespace, "db")
+        return base64.b64decode(secret["data"]["DB_PASSWORD"]).decode()  # type: ignore[index]
+
+    tampered = base64.b64encode(b"tampered").decode()
+    cluster.kubectl("-n", namespace, "patch", "secret", "db", "--type=merge",
+                    "-p", f'{{"data":{{"DB_PASSWORD":"{tampered}"}}}}')  # fmt: skip
+    wait_until(lambda: value() == "pw1", 30, "the edited Secret to be restored")
+
+    fresh = scoped_operator(cluster, workdir, f"operator-sb-restart-{namespace}", namespace)
+    fresh.process.env["APPINFRA_RESYNC_SECONDS"] = "1"
+    fresh.start()
+    try:
+        prefix = 'appinfra_reconcile_total{kind="SecretBinding",result="success"}'
+        wait_until(lambda: metric(fresh.metrics(), prefix) >= 3, 60, "the restart to resync")
+        text = fresh.metrics()
+    finally:
+        fresh.stop()
+    assert metric(text, "appinfra_backend_requests_total{") == 0
+    assert metric(text, "appinfra_api_requests_total{", ("POST", "PUT", "PATCH", "DELETE")) == 0
+    assert value() == "pw1"
