@@ -1,3 +1,5 @@
+import hashlib
+
 from appinfra.kube.diff import APPLIED_ANNOTATION, contains, intent_hash, up_to_date, with_hash
 
 
@@ -66,3 +68,30 @@ def test_target_index_tracks_moves_and_deletions() -> None:
     assert index.attached(a) == [("HealthPolicy", "h")]
     assert index.set("ServiceProfile", "ns", "p", None) == b
     assert index.attached(b) == []
+
+
+def test_a_value_that_looks_like_a_digest_matches_nothing_but_itself() -> None:
+    """Digests are keyed per process: a user cannot write a value that the comparison
+    takes for the digest of the intent's value."""
+    from appinfra.kube.diff import LONG, MARK, digest
+
+    wanted = "x" * (LONG + 1)
+    forged = MARK + hashlib.sha256(wanted.encode()).hexdigest()[:32]
+    assert not contains({"a": forged}, {"a": wanted})
+    assert contains({"a": digest(wanted)}, {"a": wanted})
+    assert not contains({"a": digest(wanted)}, {"a": wanted + "y"})
+    # Short desired values are never compared by digest.
+    assert not contains({"a": digest("short")}, {"a": "short"})
+
+
+def test_payload_digests_mirror_plain_contains() -> None:
+    from appinfra.kube.diff import DIGESTS, digest_payload
+
+    intent = with_hash({"metadata": {"name": "x"}, "data": {}})
+    annotations = dict(intent["metadata"]["annotations"])
+    # No data at all live vs an intent with empty data: as without digests, not equal.
+    live = {"metadata": {"name": "x", "annotations": annotations}}
+    assert up_to_date(live, intent) == up_to_date(digest_payload(live), intent) is False
+    live = {**live, "data": {}}
+    assert digest_payload(live)[DIGESTS] == {"data": {}}
+    assert up_to_date(live, intent) and up_to_date(digest_payload(live), intent)

@@ -27,6 +27,7 @@ from appinfra.api.validation import parse_spec
 from appinfra.controller import Runtime, Taken, now
 from appinfra.kube.client import KubeError, Obj
 from appinfra.kube.conditions import ACCEPTED, Condition
+from appinfra.kube.diff import DIGESTS
 from appinfra.kube.ownership import (
     MERGE_OPT_IN,
     PROTECTED_SECRET_TYPES,
@@ -87,6 +88,10 @@ class Failures:
 
 
 FAILURES = Failures()
+# Per binding: (uid, resourceVersion, secretHMAC) of its Secret when last known to hold
+# what the binding wrote. The cache keeps digests of a Secret's values, not the values
+# the HMAC needs: they are read with a GET only when the Secret changed since.
+_MATCHED: dict[tuple[str, str], tuple[str, str, str]] = {}
 
 
 def _status(
@@ -159,7 +164,7 @@ def _sync_due(rt: Runtime, body: Obj, spec: SecretBindingSpec, live: Obj | None)
         return 0  # failures are retried by the backoff Requeue, and on any change
     if live is None or live["metadata"].get("uid") is None:
         return 0  # the Secret was deleted: restore it
-    if spec.target.creation_policy != "Merge" and not _live_matches(live, status):
+    if spec.target.creation_policy != "Merge" and not _live_matches(rt, body, live, status):
         return 0  # somebody edited our Secret: restore it
     due = _parse_time(status.get("nextSyncTime"))
     if due is None:
@@ -167,20 +172,34 @@ def _sync_due(rt: Runtime, body: Obj, spec: SecretBindingSpec, live: Obj | None)
     return max(0.0, (due - datetime.datetime.now(datetime.UTC)).total_seconds())
 
 
-def _live_matches(live: Obj, status: Obj) -> bool:
+def _live_matches(rt: Runtime, body: Obj, live: Obj, status: Obj) -> bool:
+    binding = (body["metadata"]["namespace"], body["metadata"]["name"])
+    meta = live["metadata"]
+    if DIGESTS in live:  # from the cache: no values
+        seen = (meta.get("uid", ""), meta.get("resourceVersion", ""), status.get("secretHMAC", ""))
+        if _MATCHED.get(binding) == seen:
+            return True
+        fresh = rt.kube.get(SECRET, meta["namespace"], meta["name"])
+        if fresh is None:
+            return False
+        live, meta = fresh, fresh["metadata"]
     keys = status.get("syncedKeys") or []
     raw = live.get("data") or {}
     try:
         data = {k: base64.b64decode(raw[k]).decode("utf-8", "surrogateescape") for k in keys}
     except KeyError:
         return False
-    return secret_hmac(data, live["metadata"]["uid"]) == status.get("secretHMAC")
+    if secret_hmac(data, meta["uid"]) != status.get("secretHMAC"):
+        return False
+    _MATCHED[binding] = (meta["uid"], meta.get("resourceVersion", ""), status["secretHMAC"])
+    return True
 
 
 def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
     body = rt.read(SECRETBINDING, namespace, name)
     if body is None:
         FAILURES.reset((namespace, name))
+        _MATCHED.pop((namespace, name), None)
         return None
     if body["metadata"].get("deletionTimestamp"):
         _finalize(rt, body)
@@ -300,6 +319,11 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
         )
         return Requeue(FAILURES.next_delay(key))
     digest = secret_hmac(data, written["metadata"]["uid"])
+    _MATCHED[key] = (
+        written["metadata"]["uid"],
+        written["metadata"].get("resourceVersion", ""),
+        digest,
+    )
     if changed:
         log.info("Secret %s updated (%d keys)", secret_name, len(data))
         rt.event(body, "Synced", f"Secret {secret_name} updated ({len(data)} keys)")

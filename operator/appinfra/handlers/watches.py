@@ -4,7 +4,9 @@ kopf streams the appinfra kinds; our informers (kube/informer.py) stream targets
 and children, which are most of the events. Every handler here only updates the
 cache and enqueues keys, so a burst of events for one resource collapses into one
 reconcile. Children are watched with a server-side label selector
-(managed-by=appinfra), never by streaming every ConfigMap in the cluster.
+(managed-by=appinfra), never by streaming every ConfigMap in the cluster. Anyone
+can set that label, so it only narrows the stream: the cache keeps a child only if it
+carries our controller ownerReference (kube/cache.py).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from appinfra.handlers import healthpolicy, ratelimitpolicy, secretbinding, serv
 from appinfra.kube.cache import LAST_APPLIED
 from appinfra.kube.client import Kube, Obj, load_api_client
 from appinfra.kube.credentials import provider_kube
+from appinfra.kube.diff import DIGESTS
 from appinfra.kube.informer import Event, Informer
 from appinfra.kube.resources import (
     CONFIGMAP,
@@ -178,6 +181,10 @@ async def _start_informers(rt: Runtime, scopes: list[str | None]) -> None:
                 functools.partial(rt.store.keys, res),
                 namespace=scope,
                 label_selector=MANAGED_SELECTOR if res in CHILDREN else "",
+                # The label is anyone's to set: the cache's own rules decide what is
+                # kept (children of ours only, digests instead of values), applied
+                # in the informer's thread before anything piles up.
+                transform=functools.partial(rt.store.shrink, res),
             )
             State.informers.append(informer)
             informer.start()
@@ -342,18 +349,21 @@ def _on_target_event(res: Resource, event: kopf.RawEvent) -> None:
 
 def _child_changed(old: Obj | None, new: Obj) -> bool:
     """A change that may be drift from what we applied: metadata, spec (generation) or a
-    ConfigMap's or Secret's data. Not a controller's status update (the HPA and
-    disruption controllers write one for every new HPA and PDB): at a thousand
-    profiles those were most of the operator's reconciles, every one a no-op."""
+    ConfigMap's or Secret's data (cached as digests). Not a controller's status update
+    (the HPA and disruption controllers write one for every new HPA and PDB): at a
+    thousand profiles those were most of the operator's reconciles, every one a no-op."""
     if old is None or _meaningful_change(old, new):
         return True
     if old["metadata"].get("ownerReferences") != new["metadata"].get("ownerReferences"):
         return True
-    return any(old.get(k) != new.get(k) for k in ("data", "binaryData", "immutable"))
+    return any(old.get(k) != new.get(k) for k in ("data", "binaryData", "immutable", DIGESTS))
 
 
 def _on_child_event(res: Resource, event: kopf.RawEvent) -> None:
-    """A child changed or went away: its owner reconciles (and repairs drift)."""
+    """A child changed or went away: its owner reconciles (and repairs drift). An
+    object that is not (or no longer) our child arrives as DELETED by name (the
+    informer's transform): it is removed if it was cached, and its former owner
+    reconciles; if it never was, nothing happens."""
     old, obj, echo = _record(res, event)
     if echo or (event["type"] != "DELETED" and not _child_changed(old, obj)):
         return

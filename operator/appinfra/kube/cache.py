@@ -4,8 +4,9 @@ kinds, kube/informer.py's for targets and children).
 Reconciles read from here instead of GETting. A resource type is "primed" once its
 informer's first LIST has been loaded: from then on a miss means "no such object
 among those the watch covers" and costs nothing. For label-selected types (our
-children) that is "no object of ours": a caller that must know about unlabelled
-objects too (a user's Secret a binding may not adopt) still GETs. Before priming,
+children) that is "no object of ours": a caller that must know about other objects
+too (a user's Secret a binding may not adopt, an Orphan Secret, which carries no
+ownerReference) still GETs. Before priming,
 or for types never primed, a miss is confirmed with a GET, so a reconcile never
 mistakes "not cached yet" for "absent", which would cause needless writes.
 
@@ -21,11 +22,33 @@ microseconds), which also means no caller can change the cache by changing what 
 was given. managedFields are dropped (they are half of most objects) except
 appinfra's own entries on the types whose readers need them, and so is kubectl's
 last-applied-configuration annotation.
+
+What a tenant can put here is bounded (issue #12: any namespace can label objects
+managed-by=appinfra, and ~350 one-MiB ConfigMaps cached whole killed the operator):
+
+- Children (CHILD_TYPES) are kept only if they carry a controller ownerReference to
+  one of the appinfra kinds, matching their owner labels; anything else the label
+  selector lets through is dropped (and an object that loses that reference leaves
+  the cache). A miss then means "no child of ours", which is exactly what the
+  reconcilers need: writes create what is absent and find a foreign object on the
+  409. Not checked: that the referenced owner exists or its uid, because children
+  are often listed before their owners and a dropped child would cost a create, a
+  409 and a GET at every start.
+- ConfigMap and Secret values are kept as a digest per key (kube/diff.py), never as
+  values: readers only detect change, and a Secret's values do not belong in the
+  operator's memory. Readers that need values GET them.
+- On every type but the appinfra kinds, strings longer than diff.LONG (annotations,
+  env values, commands) are kept as digests: reconcilers read names, selectors,
+  probes and status from targets, and only compare the rest.
+
+Store.shrink gives that form; informers apply it in their own thread as objects
+arrive, so a LIST page or a watch batch of foreign objects never reaches the loop.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import zlib
 from collections import defaultdict
@@ -33,7 +56,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from appinfra.kube.resources import Resource
+from appinfra.kube.diff import LONG, PAYLOAD, digest_payload, shorten
+from appinfra.kube.resources import (
+    CONFIGMAP,
+    GROUP,
+    HPA,
+    NETWORKPOLICY,
+    PDB,
+    SECRET,
+    VERSION,
+    Resource,
+)
 
 Obj = dict[str, Any]
 Key = tuple[str, str]  # (namespace, name)
@@ -46,12 +79,37 @@ OUR_MANAGERS = "appinfra"  # field managers whose managedFields entries are kept
 # doubles such objects; nothing here reads it.
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
+CHILD_TYPES = frozenset({CONFIGMAP, SECRET, HPA, NETWORKPOLICY, PDB})
+PAYLOAD_TYPES = frozenset({CONFIGMAP, SECRET})
+OWNER_API_VERSION = f"{GROUP}/{VERSION}"
+OWNER_KINDS = frozenset({"ServiceProfile", "SecretBinding", "HealthPolicy", "RateLimitPolicy"})
+# A JSON string literal longer than LONG (escapes counted as one character): objects
+# without one skip the walk that shortens them.
+_LONG_STRING = re.compile(rb'"(?:[^"\\]|\\.){%d}' % (LONG + 1))
+
 
 def _owner_of(obj: Obj) -> OwnerKey | None:
     meta = obj.get("metadata", {})
     labels = meta.get("labels") or {}
     kind, name = labels.get(OWNER_KIND), labels.get(OWNER_NAME)
     return (meta.get("namespace", ""), kind, name) if kind and name else None
+
+
+def owned_by_appinfra(obj: Obj) -> bool:
+    """Whether `obj` has a controller ownerReference to an appinfra resource, the
+    one its owner labels name (the owner index goes by the labels)."""
+    meta = obj.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    for ref in meta.get("ownerReferences") or ():
+        if (
+            ref.get("controller") is True
+            and ref.get("apiVersion") == OWNER_API_VERSION
+            and ref.get("kind") in OWNER_KINDS
+            and labels.get(OWNER_KIND) == ref.get("kind")
+            and labels.get(OWNER_NAME) == ref.get("name")
+        ):
+            return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +125,11 @@ class _Entry:
 
 
 class Store:
-    def __init__(self, keep_managed_fields: Iterable[Resource] = ()) -> None:
+    def __init__(
+        self,
+        keep_managed_fields: Iterable[Resource] = (),
+        children: Iterable[Resource] = CHILD_TYPES,
+    ) -> None:
         self._lock = threading.Lock()
         self._objects: dict[Resource, dict[Key, _Entry]] = defaultdict(dict)
         self._owned: dict[Resource, defaultdict[OwnerKey, set[str]]] = defaultdict(
@@ -76,8 +138,19 @@ class Store:
         self._primed: set[Resource] = set()
         # Types whose readers need our own managers' managedFields entries.
         self._keep_managed_fields = frozenset(keep_managed_fields)
+        # Types cached only as children of an appinfra resource.
+        self._children = frozenset(children)
 
-    def _entry(self, res: Resource, obj: Obj) -> _Entry:
+    def shrink(self, res: Resource, obj: Obj) -> Obj | None:
+        """What the cache keeps of `obj`, or None if it keeps nothing (not our child).
+        Idempotent, thread-safe and pure: informers call it in their threads."""
+        shrunk = self._shrink(res, obj)
+        return None if shrunk is None else shrunk[0]
+
+    def _shrink(self, res: Resource, obj: Obj) -> tuple[Obj, bytes] | None:
+        """shrink(), and the result as compact JSON."""
+        if res in self._children and not owned_by_appinfra(obj):
+            return None
         meta = obj.get("metadata", {})
         if "managedFields" in meta:
             kept = (
@@ -97,9 +170,22 @@ class Store:
             annotations = {k: v for k, v in meta["annotations"].items() if k != LAST_APPLIED}
             meta = {**meta, "annotations": annotations}
             obj = {**obj, "metadata": meta}
-        text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+        if res in PAYLOAD_TYPES and any(f in obj for f in PAYLOAD):
+            obj = digest_payload(obj)
+        text = _json(obj)
+        if res.group != GROUP and _LONG_STRING.search(text):
+            obj = shorten(obj)
+            text = _json(obj)
+        return obj, text
+
+    def _entry(self, res: Resource, obj: Obj) -> _Entry | None:
+        shrunk = self._shrink(res, obj)
+        if shrunk is None:
+            return None
+        kept, text = shrunk
+        meta = kept.get("metadata", {})
         blob = zlib.compress(text, 1)
-        return _Entry(meta.get("uid", ""), meta.get("resourceVersion", ""), _owner_of(obj), blob)
+        return _Entry(meta.get("uid", ""), meta.get("resourceVersion", ""), _owner_of(kept), blob)
 
     def _put(self, res: Resource, entry: _Entry, key: Key) -> _Entry | None:
         old = self._objects[res].get(key)
@@ -112,8 +198,10 @@ class Store:
 
     def upsert(self, res: Resource, obj: Obj) -> Obj | None:
         """From a watch event (events arrive in order, so the latest always wins).
-        Returns the previous version."""
+        Returns the previous version. An object shrink() keeps nothing of is removed."""
         entry = self._entry(res, obj)
+        if entry is None:
+            return self.remove(res, *_key(obj))
         with self._lock:
             old = self._put(res, entry, _key(obj))
         return None if old is None else old.obj()
@@ -127,8 +215,11 @@ class Store:
         calls resourceVersions opaque, but every etcd3-backed server issues them from
         etcd's increasing revision; anything else is simply overwritten.
         """
-        entry = self._entry(res, obj)
         key = _key(obj)
+        entry = self._entry(res, obj)
+        if entry is None:  # e.g. a Merge into a user's Secret: never cached, never stale
+            self.remove(res, *key)
+            return
         with self._lock:
             current = self._objects[res].get(key)
             if current is not None and _newer(current, entry):
@@ -180,6 +271,10 @@ class Store:
 def _key(obj: Obj) -> Key:
     meta = obj.get("metadata", {})
     return (meta.get("namespace", ""), meta["name"])
+
+
+def _json(obj: Obj) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _newer(a: _Entry, b: _Entry) -> bool:

@@ -98,10 +98,14 @@ class Kube:
             raise _error(resp.status, resp.data)
         return json.loads(resp.data) if resp.data else None
 
-    def stream(self, path: str, query: dict[str, str], read_timeout: float, resource: str) -> Any:
-        """A GET whose body is read as it arrives (a watch): the urllib3 response.
-        Counted as verb WATCH. The caller reads it and calls release_conn()."""
-        API_REQUESTS.labels("WATCH", resource).inc()
+    def stream(
+        self, path: str, query: dict[str, str], read_timeout: float, resource: str,
+        verb: str = "WATCH",
+    ) -> Any:  # fmt: skip
+        """A GET whose body is read as it arrives (a watch, or a LIST read item by item):
+        the urllib3 response. Counted as `verb`. The caller reads it and calls
+        release_conn()."""
+        API_REQUESTS.labels(verb, resource).inc()
         resp = self._send(
             "GET", path, query, None, {},
             timeout=urllib3.Timeout(connect=self.timeout, read=read_timeout), stream=True,

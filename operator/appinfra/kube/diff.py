@@ -8,15 +8,36 @@ we compare the intent with the live object first:
 - the hash of the intent must equal the one recorded at the last apply (the
   `appinfra.dev/applied` annotation), because fields we applied before and since
   dropped from the intent are still ours, and only a new apply removes them.
+
+Cached objects hold digests instead of tenant-sized values (kube/cache.py): a
+ConfigMap's or Secret's payload as a digest per key under DIGESTS, and any other
+string longer than LONG as a marked digest. The comparison digests the intent the
+same way, so "the live value equals the intent's" is still decided exactly (up to a
+keyed 128-bit hash); an object read with a GET carries its real values and is
+compared as it is.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import os
 from typing import Any
 
 APPLIED_ANNOTATION = "appinfra.dev/applied"
+
+PAYLOAD = ("data", "binaryData", "stringData")  # ConfigMap and Secret values
+# Where a cached ConfigMap or Secret keeps {field: {key: digest}} instead of PAYLOAD.
+# Not a Kubernetes field name (it has a "/"), so it can never clash with one; cached
+# objects are only read, never sent back.
+DIGESTS = "appinfra.dev/digests"
+LONG = 1024  # longer strings of cached objects are kept as digests
+MARK = "appinfra.dev/sha256:"
+# Keyed per process: the digests exist only in this process's memory, compared only
+# with digests made here; keyed, they tell nothing about a Secret's values to anyone
+# who sees them (a heap dump), and nobody can craft a value that matches one.
+_KEY = os.urandom(32)
 
 # Lists the API server merges by a key (listType=map); others are atomic and compared whole.
 _LIST_KEYS = ("name", "containerPort", "mountPath")
@@ -39,6 +60,38 @@ def with_hash(intent: dict[str, Any], annotation: str = APPLIED_ANNOTATION) -> d
     return {**intent, "metadata": meta}
 
 
+def digest(value: str) -> str:
+    """A marked, keyed digest standing in for `value` in the cache."""
+    mac = hmac.new(_KEY, value.encode("utf-8", "surrogateescape"), hashlib.sha256)
+    return MARK + mac.hexdigest()[:32]
+
+
+def payload_digests(obj: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """{field: {key: digest}} for each payload field `obj` has."""
+    return {f: {k: digest(str(v)) for k, v in (obj[f] or {}).items()} for f in PAYLOAD if f in obj}
+
+
+def digest_payload(obj: dict[str, Any]) -> dict[str, Any]:
+    """`obj` with its payload fields replaced by their digests (idempotent)."""
+    if not any(f in obj for f in PAYLOAD):
+        return obj
+    out = {k: v for k, v in obj.items() if k not in PAYLOAD}
+    out[DIGESTS] = {**(obj.get(DIGESTS) or {}), **payload_digests(obj)}
+    return out
+
+
+def shorten(value: Any) -> Any:
+    """`value` with every string longer than LONG replaced by its digest (idempotent:
+    a digest is shorter than LONG)."""
+    if isinstance(value, str):
+        return digest(value) if len(value) > LONG else value
+    if isinstance(value, dict):
+        return {k: shorten(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shorten(v) for v in value]
+    return value
+
+
 def contains(live: Any, desired: Any) -> bool:
     """True when every field in `desired` has the same value in `live`."""
     if isinstance(desired, dict):
@@ -55,6 +108,9 @@ def contains(live: Any, desired: Any) -> bool:
             )
         by_key = {item.get(key): item for item in live if isinstance(item, dict)}
         return all(contains(by_key.get(item[key]), item) for item in desired)
+    if isinstance(live, str) and live.startswith(MARK) and isinstance(desired, str):
+        # A cached long string: equal iff the desired one digests the same.
+        return live == desired or (len(desired) > LONG and digest(desired) == live)
     return bool(live == desired)
 
 
@@ -75,4 +131,10 @@ def up_to_date(
         return False
     recorded = live.get("metadata", {}).get("annotations", {}).get(annotation)
     wanted = intent.get("metadata", {}).get("annotations", {}).get(annotation)
-    return recorded == wanted and contains(live, intent)
+    if recorded != wanted:
+        return False
+    if DIGESTS in live:  # a cached ConfigMap or Secret: compare the payload by digests
+        if not contains(live[DIGESTS], payload_digests(intent)):
+            return False
+        intent = {k: v for k, v in intent.items() if k not in PAYLOAD}
+    return contains(live, intent)
