@@ -240,7 +240,11 @@ def operator(crds: Cluster, stores: Stores, workdir: Path) -> Iterator[Operator]
     (so the leak checks cover every level), and authenticated as a ServiceAccount with
     exactly the Helm chart's RBAC: every reconciler test also proves those rules suffice."""
     kubeconfig = service_account_kubeconfig(
-        crds, SYSTEM_NAMESPACE, "appinfra-operator", chart_rules(), workdir / "operator.kubeconfig"
+        crds,
+        SYSTEM_NAMESPACE,
+        "appinfra-operator",
+        chart_rules(stores.config["secretStores"]),  # token rules follow the stores
+        workdir / "operator.kubeconfig",
     )
     op = Operator(crds, workdir, "operator", "--verbose")
     op.process.env.update(

@@ -448,7 +448,7 @@ def test_openbao_outage_keeps_the_secret_backs_off_and_recovers(
     key = f"{BAO_NS}/db"
     bao.put(key, {"password": "before-outage"})
     data = [{"secretKey": "PW", "remoteRef": {"key": key, "property": "password"}}]
-    apply(kube, binding(BAO_NS, "db", "bao", data=data, refreshInterval="2s"))
+    apply(kube, binding(BAO_NS, "db", "bao", data=data, refreshInterval="10s"))
     sb = wait_condition(kube, SB, BAO_NS, "db", "Ready", "True", timeout=60)
     # It refreshes: a later sync happened before the outage starts.
     wait_until(
@@ -465,7 +465,7 @@ def test_openbao_outage_keeps_the_secret_backs_off_and_recovers(
     bao.stop()
     down_at = time.monotonic()
     try:
-        sb = wait_condition(kube, SB, BAO_NS, "db", "Synced", "False", "BackendUnavailable", 20)
+        sb = wait_condition(kube, SB, BAO_NS, "db", "Synced", "False", "BackendUnavailable", 40)
         assert "'bao'" in condition(sb, "Synced")["message"]
         assert condition(sb, "Ready")["status"] == "False"
         while time.monotonic() - down_at < OUTAGE:
@@ -551,7 +551,7 @@ def test_aws_throttling_and_503_keep_the_secret_cap_requests_and_recover(
         data = [{"secretKey": "TOKEN", "remoteRef": {"key": key, "property": "token"}}]
         proxies = {"aws-throttle": throttle, "aws-503": unavailable}
         for store in proxies:
-            apply(kube, binding(AWS_NS, store, store, data=data, refreshInterval="2s"))
+            apply(kube, binding(AWS_NS, store, store, data=data, refreshInterval="10s"))
         for store in proxies:
             wait_condition(kube, SB, AWS_NS, store, "Ready", "True", timeout=60)
         assert throttle.count("forward") >= 1 and unavailable.count("forward") >= 1
@@ -563,7 +563,7 @@ def test_aws_throttling_and_503_keep_the_secret_cap_requests_and_recover(
         codes = {"aws-throttle": "ThrottlingException", "aws-503": "503"}
         for store, code in codes.items():
             sb = wait_condition(kube, SB, AWS_NS, store, "Synced", "False", "BackendUnavailable",
-                                timeout=20)  # fmt: skip
+                                timeout=40)  # fmt: skip
             assert code in condition(sb, "Synced")["message"], condition(sb, "Synced")
         while time.monotonic() - started < THROTTLED:
             for store in proxies:

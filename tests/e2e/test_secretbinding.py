@@ -147,7 +147,7 @@ def test_rotation_rolls_out_and_unchanged_value_writes_nothing(
     put(stores, f"{namespace}/rot", {"password": "v1"})
     apply(cluster, deployment(namespace, "consumer"))
     data = [{"secretKey": "PW", "remoteRef": {"key": f"{namespace}/rot", "property": "password"}}]
-    spec = {"data": data, "refreshInterval": "2s",
+    spec = {"data": data, "refreshInterval": "10s",
             "targetRef": {"kind": "Deployment", "name": "consumer"}}  # fmt: skip
     apply(cluster, binding(namespace, "rot", **spec))
     sb = wait_condition(cluster, SB, namespace, "rot", "Ready", "True")
@@ -255,7 +255,7 @@ def test_deletion_policy_when_the_remote_secret_is_gone(
         put(stores, f"{namespace}/{name}", {"v": name})
         policy = "Retain" if name == "keep" else "Delete"
         data = [{"secretKey": "V", "remoteRef": {"key": f"{namespace}/{name}", "property": "v"}}]
-        apply(cluster, binding(namespace, name, data=data, refreshInterval="2s",
+        apply(cluster, binding(namespace, name, data=data, refreshInterval="10s",
                                target={"deletionPolicy": policy}))  # fmt: skip
         wait_condition(cluster, SB, namespace, name, "Ready", "True")
     for name in ("keep", "drop"):
@@ -274,7 +274,7 @@ def test_backend_outage_keeps_the_secret_and_backs_off_then_recovers(
     store = "vault-outage"
     stores.config["secretStores"][store] = stores.config["secretStores"]["vault-main"]
     stores.write()
-    apply(cluster, binding(namespace, "out", store, data=data, refreshInterval="1s"))
+    apply(cluster, binding(namespace, "out", store, data=data, refreshInterval="10s"))
     wait_condition(cluster, SB, namespace, "out", "Ready", "True", timeout=60)
     before = get(cluster, "secret", namespace, "out")
 

@@ -37,13 +37,19 @@ from appinfra.kube.ownership import (
 )
 from appinfra.kube.resources import DEPLOYMENT, SECRET, SECRETBINDING
 from appinfra.kube.workqueue import Requeue
-from appinfra.observability.metrics import SECRET_LAST_SUCCESS, SECRET_SYNC_TOTAL
+from appinfra.observability.metrics import (
+    SECRET_LAST_SUCCESS,
+    SECRET_SYNC_TOTAL,
+    forget_secretbinding,
+)
 from appinfra.providers.base import ProviderError, RemoteSecret, SecretNotFound
 from appinfra.providers.schedule import next_refresh
 from appinfra.render.common import MANAGED_BY, OWNER_KIND, OWNER_NAME, Owner
 from appinfra.render.secretbinding import (
     ExtractError,
     Fetch,
+    TooManyKeys,
+    applied_annotation,
     fetches,
     render_consumer,
     render_secret,
@@ -200,6 +206,7 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
     if body is None:
         FAILURES.reset((namespace, name))
         _MATCHED.pop((namespace, name), None)
+        forget_secretbinding(namespace, name)  # no series outlives its binding
         return None
     if body["metadata"].get("deletionTimestamp"):
         _finalize(rt, body)
@@ -287,6 +294,9 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
 
     try:
         data = secret_data(spec, fetched)
+    except TooManyKeys as exc:
+        _sync_failed(rt, body, spec.store, "TooManyKeys", str(exc))
+        return None  # permanent until the spec (or the remote secret) changes
     except ExtractError as exc:
         _sync_failed(rt, body, spec.store, "SecretNotFound", str(exc))
         return Requeue(FAILURES.next_delay(key))
@@ -301,7 +311,7 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
             owner,
             render_secret(owner, spec, data),
             f"{MANAGER}/{name}",
-            f"appinfra.dev/sb.{name[:60]}",
+            applied_annotation(name),
             live=live,
             mine=mine,
             hint=hint,
