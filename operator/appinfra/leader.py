@@ -249,6 +249,10 @@ class LeaderElector:
                     return
                 await self._pause(attempt, self._next_wait(self.cfg.retry_period))
             outcome = attempt.result()
+            if outcome == "ours" and self.clock() - begun >= self.cfg.renew_deadline:
+                # So slow that the Lease may be another's by now: not a renew to count on.
+                log.warning("leader election attempt succeeded only after the renew deadline")
+                outcome = "error"
             if outcome == "ours":
                 self._last_renew = begun
                 if not self.leading:

@@ -428,3 +428,30 @@ def test_closed_gate_refuses_every_write_except_leases(monkeypatch: pytest.Monke
     for method, path in writes:
         with pytest.raises(_Sent):
             kube.request(method, path, body={})
+
+
+def test_an_acquire_that_returns_after_the_deadline_does_not_start_the_workers() -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        leases = FakeLeases(clock)
+        slow = [True]
+        real_get = leases.get
+
+        def get(res: Any, namespace: str, name: str) -> dict[str, Any] | None:
+            out = real_get(res, namespace, name)
+            if slow[0]:
+                slow[0] = False
+                clock.now += 11  # past the 10 s renew deadline
+            return out
+
+        leases.get = get  # type: ignore[method-assign]
+        elector, hooks, gate = make(clock, leases)
+        task = asyncio.create_task(elector.run(hooks.on_started, hooks.on_stopped))
+        while not leases.puts:
+            await asyncio.sleep(0)
+        assert not elector.leading and not gate.is_open and not hooks.started.is_set()
+        await bounded(hooks.started.wait())  # the next, timely renew counts
+        assert gate.is_open
+        task.cancel()
+
+    asyncio.run(scenario())
