@@ -234,6 +234,10 @@ def test_a_cut_off_leader_stops_writing_before_the_standby_takes_over(
         assert "lost the leader lease" in log
         if how == "reset":  # a hung attempt may still be waiting when the process ends
             assert "leader election attempt failed (MaxRetryError)" in log
+
+        # A shutdown cancels the elector too: that end is expected, and exits 0.
+        assert b.process.stop() == 0, b.process.log_tail()
+        assert "leader election was cancelled" not in b.process.log_path.read_text()
     finally:
         for op in (a, b):
             if op is not None:
