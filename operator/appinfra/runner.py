@@ -56,5 +56,9 @@ def run_operator(
         liveness_endpoint=f"http://0.0.0.0:{health_port}/healthz" if health_port else None,
         stop_flag=watches.State.stop,
     )
-    # Stopped because leadership was lost: exit non-zero so the pod restarts as a standby.
-    return 1 if watches.State.lost_leadership else 0
+    # Stopped because leadership was lost or the elector ended: exit non-zero, so the
+    # pod restarts as a standby with fresh state instead of running on unelected.
+    if watches.State.lost_leadership:
+        log.error("stopped: this replica is no longer the leader; exiting with status 1")
+        return 1
+    return 0

@@ -148,17 +148,22 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     if State.lease is None:
         _start_workers(rt)
     else:
-        # Standby until elected: watches keep the cache warm and keys queue up.
-        State.elector = LeaderElector(kube, State.lease)
+        # Standby until elected: watches keep the cache warm and keys queue up. Lease
+        # requests get a short timeout so that a hung connection costs a retry, not
+        # the renew deadline.
+        State.elector = LeaderElector(Kube(api, timeout=State.lease.request_timeout), State.lease)
 
         async def started() -> None:
             _start_workers(rt)
 
         async def stopped() -> None:
+            ended()
+
+        def ended() -> None:  # lost leadership, or the elector failed: exit non-zero
             State.lost_leadership = True
             State.stop.set()
 
-        State.tasks.append(asyncio.create_task(State.elector.run(started, stopped)))
+        State.tasks.append(State.elector.start(started, stopped, ended))
     State.tasks.append(asyncio.create_task(_resync_forever(rt)))
     State.tasks.append(asyncio.create_task(_watch_config(config)))
     log.info("appinfra started: %d workers, resync every %.0fs", WORKERS, RESYNC_SECONDS)
@@ -242,6 +247,8 @@ def _start_workers(rt: Runtime) -> None:
 
 @kopf.on.cleanup()
 async def stop(**_: Any) -> None:
+    if State.elector is not None:
+        State.elector.shutting_down = True  # its task is cancelled below, as expected
     for informer in State.informers:
         informer.stop()
     for task in State.tasks:

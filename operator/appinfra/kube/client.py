@@ -15,6 +15,7 @@ import urllib3
 from kubernetes import client, config
 
 from appinfra.kube.resources import Resource
+from appinfra.kube.writegate import WRITES
 from appinfra.observability.metrics import API_REQUESTS
 
 Obj = dict[str, Any]
@@ -85,6 +86,9 @@ class Kube:
         content_type: str = "application/json",
         resource: str = "",
     ) -> Any:
+        refused = WRITES.refusal(method, path)  # closed while this replica may not lead
+        if refused is not None:
+            raise KubeError(0, "NotLeader", refused)
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         API_REQUESTS.labels(method, resource or path.rsplit("/", 2)[-2]).inc()
         try:
