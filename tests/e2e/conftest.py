@@ -67,6 +67,9 @@ class ControlPlane:
                 str(self.port),
                 "--log-dir",
                 str(self.dir / "logs"),
+                # As hardened clusters do: setting blockOwnerDeletion on a child needs
+                # update on the owner's finalizers, so the chart's RBAC is tested for it.
+                "--apiserver-arg=--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
             ],
             self.dir,
         ).start()
