@@ -19,13 +19,13 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from kubernetes import client
 
 from tests.e2e.conftest import STARTED, Operator
+from tests.e2e.test_operations import profile
 from tests.support.kube import Cluster
 from tests.support.objects import apply, deployment, wait_condition
 from tests.support.rbac import chart_rules, service_account_kubeconfig
@@ -85,19 +85,6 @@ def audited(workdir: Path) -> Iterator[Audited]:
         yield Audited(cluster, audit_log)
     finally:
         proc.stop()
-
-
-def profile(namespace: str, name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "appinfra.dev/v1alpha1",
-        "kind": "ServiceProfile",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "targetRef": {"kind": "Deployment", "name": name},
-            "config": {"data": {"A": "1"}},
-            "disruption": {"minAvailable": 1},
-        },
-    }
 
 
 @dataclass

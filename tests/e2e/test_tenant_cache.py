@@ -29,6 +29,7 @@ from typing import Any
 from appinfra.kube.client import Kube
 from appinfra.kube.resources import CONFIGMAP
 from tests.e2e.conftest import STARTED, Operator, Stores
+from tests.e2e.test_serviceprofile import profile as service_profile
 from tests.support.kube import Cluster
 from tests.support.objects import apply, deployment, get, wait_condition
 from tests.support.servers import http_ok, wait_until
@@ -73,15 +74,8 @@ def peak_rss(pid: int) -> Iterator[list[int]]:
 
 
 def profile(namespace: str, name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "appinfra.dev/v1alpha1",
-        "kind": "ServiceProfile",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "targetRef": {"kind": "Deployment", "name": name},
-            "config": {"data": {"MODE": "live", "REGION": "eu"}, "inject": "EnvFrom"},
-        },
-    }
+    config = {"data": {"MODE": "live", "REGION": "eu"}, "inject": "EnvFrom"}
+    return service_profile(namespace, name, name, config=config)
 
 
 def attack_configmap(
