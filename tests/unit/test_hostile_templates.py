@@ -355,24 +355,39 @@ class _Gated(sandbox.WorkerPool):
         self.gates: dict[str, threading.Event] = {}
         self.threads: list[threading.Thread] = []
 
+    def _acquire(self, preferred: int, tenant: str) -> int:
+        with self._free:  # (re-entrant) so that load() sees both changes at once
+            index = super()._acquire(preferred, tenant)
+            self.started.append(threading.current_thread().name)
+            return index
+
     def _render_on(self, index: int, name: str, request: bytes) -> str:
-        self.started.append(name)
         assert self.gates[name].wait(DEADLINE)
         return name
 
+    def _asked(self) -> int:
+        return sum(in_flight + waiting for in_flight, waiting in self.load().values())
+
     def submit(self, tenant: str, name: str) -> None:
-        """Ask for a render and wait until it holds a worker or waits for one."""
-        asked = sum(map(sum, self.load().values()))
+        """Ask for a render; return once it holds a worker or waits for one."""
+        asked = self._asked()
         self.gates[name] = threading.Event()
-        thread = threading.Thread(target=self.render, args=(name, name, {}, tenant))
+        thread = threading.Thread(target=self.render, args=(name, name, {}, tenant), name=name)
         thread.start()
         self.threads.append(thread)
-        _until(lambda: sum(map(sum, self.load().values())) == asked + 1, f"{name} queued")
+        _until(lambda: self._asked() == asked + 1, f"{name} queued")
 
     def finish(self, name: str) -> None:
-        before = sum(map(sum, self.load().values()))
+        """Let a render end; return once it has given its worker back."""
+        asked = self._asked()
         self.gates[name].set()
-        _until(lambda: sum(map(sum, self.load().values())) == before - 1, f"{name} done")
+        _until(lambda: self._asked() == asked - 1, f"{name} done")
+
+    def expect(self, *names: str) -> None:
+        """Exactly these renders, in this order, got a worker (waiting for the last
+        to get it, which happens just after the lock is released)."""
+        _until(lambda: len(self.started) >= len(names), f"{names[-1]} started")
+        assert self.started == list(names)
 
     def join(self) -> None:
         for gate in self.gates.values():
@@ -386,15 +401,16 @@ def test_a_tenant_holds_at_most_all_workers_but_one() -> None:
     try:
         for name in ("a1", "a2", "a3", "a4"):
             pool.submit("a", name)
-        assert pool.started == ["a1", "a2"] and pool.load() == {"a": (2, 2)}
+        pool.expect("a1", "a2")
+        assert pool.load() == {"a": (2, 2)}
         pool.submit("b", "b1")  # the third worker was kept for another tenant
-        assert pool.started == ["a1", "a2", "b1"]
+        pool.expect("a1", "a2", "b1")
         pool.finish("a1")  # a's next, in the order asked
-        assert pool.started == ["a1", "a2", "b1", "a3"]
+        pool.expect("a1", "a2", "b1", "a3")
         pool.finish("b1")  # a is at its limit: this worker stays free...
         assert pool.load() == {"a": (2, 1)}
         pool.submit("c", "c1")  # ...for the next tenant
-        assert pool.started == ["a1", "a2", "b1", "a3", "c1"]
+        pool.expect("a1", "a2", "b1", "a3", "c1")
     finally:
         pool.join()
 
@@ -406,11 +422,11 @@ def test_turns_go_round_the_tenants() -> None:
         pool.submit("b", "b1")
         pool.submit("a", "a2")
         pool.submit("c", "c1")  # asked after a2
-        assert pool.started == ["a1", "b1"]
+        pool.expect("a1", "b1")
         pool.finish("a1")  # a and c have nothing in flight; a was just served
-        assert pool.started == ["a1", "b1", "c1"]
+        pool.expect("a1", "b1", "c1")
         pool.finish("b1")
-        assert pool.started == ["a1", "b1", "c1", "a2"]
+        pool.expect("a1", "b1", "c1", "a2")
         pool.finish("c1")
         pool.finish("a2")
         assert pool.load() == {} and pool._served == {}  # nothing kept per tenant
