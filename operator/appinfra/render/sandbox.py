@@ -50,7 +50,9 @@ CPU_SECONDS = 1.0
 # The CPU timer cannot interrupt one long C call (say a huge integer product), and a
 # loaded node may give a worker little CPU: after this long the worker is killed.
 WALL_SECONDS = 5.0
-# Workers yield the CPU to the operator's own threads (watches, API calls, leases).
+# Workers yield the CPU to the operator's own threads (watches, API calls, leases): at
+# nice 5 a worker weighs about a third of a nice-0 thread, so even with all three
+# workers spinning the operator keeps about half of a contended core.
 WORKER_NICENESS = 5
 # A render that ran out of CPU or memory is remembered (by a digest of the template,
 # its name and its context) and fails at once when asked again, as every resync does:
