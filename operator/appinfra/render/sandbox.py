@@ -39,7 +39,7 @@ MIB = 1024 * 1024
 # pod peaks at ~241 MiB, under its limit even when three hostile templates run at once.
 # 24 MiB is still six times what the largest output needs: 1 Mi characters outside
 # Latin-1 are 4 MiB as a str, and the join and the UTF-8 reply copy it a few times.
-# Three workers, not two, so that a tenant held to TENANT_LIMIT of them (see
+# Three workers, not two, so that a tenant held to all of them but one (see
 # WorkerPool) still leaves one for everyone else.
 POOL_SIZE = 3
 MEMORY_MIB = 24
