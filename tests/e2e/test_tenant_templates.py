@@ -7,16 +7,18 @@ from __future__ import annotations
 import json
 import re
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client
 
 from tests.e2e.conftest import CANARY, Operator, Stores
 from tests.support.kube import Cluster
 from tests.support.objects import apply, condition, deployment, events_for, get, wait_condition
-from tests.support.servers import http_ok
+from tests.support.servers import http_ok, wait_until
 
 SP = "serviceprofile"
 SB = "secretbinding"
@@ -201,3 +203,80 @@ def test_value_echoing_secret_templates_leak_nothing(
     ]
     for text in seen:
         assert CANARY not in text
+
+
+SPINNERS = 10  # five times the workers one namespace may hold at once
+SPIN = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+
+
+@pytest.fixture
+def other_namespace(cluster: Cluster) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    with cluster.api() as api:
+        core = client.CoreV1Api(api)
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+        yield name
+        core.delete_namespace(name)
+
+
+def _profiles(api: client.ApiClient, namespace: str) -> dict[str, dict[str, Any]]:
+    listed = client.CustomObjectsApi(api).list_namespaced_custom_object(
+        "appinfra.dev", "v1alpha1", namespace, "serviceprofiles"
+    )
+    return {item["metadata"]["name"]: item for item in listed["items"]}
+
+
+def _has(obj: dict[str, Any] | None, type_: str, status: str, reason: str) -> bool:
+    cond = condition(obj, type_)
+    return bool(
+        obj is not None
+        and cond.get("status") == status
+        and cond.get("reason") == reason
+        and obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"]
+    )
+
+
+def test_spinning_templates_in_one_namespace_do_not_delay_another(
+    cluster: Cluster, operator: Operator, namespace: str, other_namespace: str, watch: Watch
+) -> None:
+    """One namespace applies many distinct templates that each spin until the CPU
+    budget stops them: more than there are template workers. A profile applied in
+    another namespace while they render converges while most of them are still
+    rendering, rather than behind them (the workers take turns by namespace)."""
+    objs: list[dict[str, Any]] = []
+    for i in range(SPINNERS):
+        objs += [
+            deployment(namespace, f"spin{i}"),
+            profile(namespace, f"spin{i}", {"loop.txt": f"{{# {i} #}}" + SPIN}),
+        ]
+    apply(cluster, *objs)
+
+    with cluster.api() as api:
+
+        def invalid() -> int:
+            spinners = _profiles(api, namespace).values()
+            return sum(_has(sp, "Accepted", "False", "Invalid") for sp in spinners)
+
+        # The attack is under way: its first renders have used up their budget.
+        wait_until(lambda: invalid() >= 1, 60, "a spinning template to end Invalid")
+        calm = {"app.yaml": "name: {{ APP }}\n"}
+        apply(cluster, deployment(other_namespace, "calm"), profile(other_namespace, "calm", calm))
+        still_rendering: list[int] = []
+
+        def calm_ready() -> bool:
+            ready = _has(_profiles(api, other_namespace).get("calm"), "Ready", "True", "Reconciled")
+            if ready:  # counted after: if anything, fewer are left than when calm converged
+                still_rendering.append(SPINNERS - invalid())
+            return ready
+
+        wait_until(calm_ready, 60, "the other namespace's profile to converge", interval=0.05)
+        assert still_rendering[0] >= SPINNERS // 2, (
+            f"the other namespace's profile converged when only {still_rendering[0]} of "
+            f"{SPINNERS} spinning templates were still rendering: it waited behind them"
+        )
+        wait_until(lambda: invalid() == SPINNERS, 120, "every spinning template Invalid")
+        for sp in _profiles(api, namespace).values():
+            message = condition(sp, "Accepted")["message"]
+            assert "exceeded the CPU time budget" in message, message
+    cm = get(cluster, "configmap", other_namespace, "calm-config")
+    assert cm is not None and cm["data"]["app.yaml"] == "name: calm\n"

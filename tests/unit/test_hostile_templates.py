@@ -15,7 +15,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -286,3 +286,149 @@ def test_a_render_that_ran_out_of_budget_is_not_run_again() -> None:
             pool.render("loop", HOSTILE["nested-loops"], {"X": "2"})
     finally:
         pool.close()
+
+
+# --- fair turns between tenants ----------------------------------------------------------
+
+SPIN = HOSTILE["nested-loops"]  # (the sandbox refuses a range over 100,000 items)
+
+
+def _until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not check():
+        assert time.monotonic() < deadline, f"still not {what} after {DEADLINE:g} s"
+        time.sleep(0.005)
+
+
+def test_one_tenant_cannot_keep_another_waiting() -> None:
+    """Tenant a renders more distinct spinning templates at once than there are
+    workers; tenant b's normal render, asked for after them all, is served while they
+    still run: before any of a's has ended (each takes the whole CPU budget)."""
+    warm = [
+        threading.Thread(target=render_template, args=("warm", "{{ 1 }}", {}),
+                         kwargs={"tenant": f"warm{i}"})
+        for i in range(sandbox.POOL_SIZE)
+    ]  # fmt: skip
+    for t in warm:
+        t.start()
+    for t in warm:
+        t.join(DEADLINE)
+    ended: dict[int, tuple[float, BaseException | str]] = {}
+
+    def spin(i: int) -> None:
+        try:
+            outcome: BaseException | str = render_template(
+                f"spin{i}", f"{{# {uuid.uuid4()} #}}" + SPIN, {}, tenant="a"
+            )
+        except BaseException as exc:
+            outcome = exc
+        ended[i] = (time.monotonic(), outcome)
+
+    count = sandbox.POOL_SIZE + 1
+    spinning = [threading.Thread(target=spin, args=(i,), daemon=True) for i in range(count)]
+    for t in spinning:
+        t.start()
+    # Every one of a's renders holds a worker or waits for one, and some wait.
+    _until(lambda: sum(sandbox.load().get("a", (0, 0))) == count, "all asked for")
+    assert sandbox.load()["a"][1] >= 1 and not ended
+
+    assert render_template("calm", "ok {{ X }}", {"X": "1"}, tenant="b") == "ok 1"
+    calm_done = time.monotonic()
+
+    for t in spinning:
+        t.join(DEADLINE)
+    assert len(ended) == count
+    for _, outcome in ended.values():
+        assert isinstance(outcome, TemplateError), repr(outcome)[:300]
+        assert "exceeded the CPU time budget" in str(outcome)
+    first_spin_done = min(at for at, _ in ended.values())
+    assert calm_done < first_spin_done, "tenant b waited for one of tenant a's renders"
+
+
+class _Gated(sandbox.WorkerPool):
+    """A pool whose renders never reach a worker: each holds its worker until the test
+    opens its gate, so the order in which renders get a worker is exact."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.started: list[str] = []
+        self.gates: dict[str, threading.Event] = {}
+        self.threads: list[threading.Thread] = []
+
+    def _acquire(self, preferred: int, tenant: str) -> int:
+        with self._free:  # (re-entrant) so that load() sees both changes at once
+            index = super()._acquire(preferred, tenant)
+            self.started.append(threading.current_thread().name)
+            return index
+
+    def _render_on(self, index: int, name: str, request: bytes) -> str:
+        assert self.gates[name].wait(DEADLINE)
+        return name
+
+    def _asked(self) -> int:
+        return sum(in_flight + waiting for in_flight, waiting in self.load().values())
+
+    def submit(self, tenant: str, name: str) -> None:
+        """Ask for a render; return once it holds a worker or waits for one."""
+        asked = self._asked()
+        self.gates[name] = threading.Event()
+        thread = threading.Thread(target=self.render, args=(name, name, {}, tenant), name=name)
+        thread.start()
+        self.threads.append(thread)
+        _until(lambda: self._asked() == asked + 1, f"{name} queued")
+
+    def finish(self, name: str) -> None:
+        """Let a render end; return once it has given its worker back."""
+        asked = self._asked()
+        self.gates[name].set()
+        _until(lambda: self._asked() == asked - 1, f"{name} done")
+
+    def expect(self, *names: str) -> None:
+        """Exactly these renders, in this order, got a worker (waiting for the last
+        to get it, which happens just after the lock is released)."""
+        _until(lambda: len(self.started) >= len(names), f"{names[-1]} started")
+        assert self.started == list(names)
+
+    def join(self) -> None:
+        for gate in self.gates.values():
+            gate.set()
+        for thread in self.threads:
+            thread.join(DEADLINE)
+
+
+def test_a_tenant_holds_at_most_all_workers_but_one() -> None:
+    pool = _Gated(size=3)
+    try:
+        for name in ("a1", "a2", "a3", "a4"):
+            pool.submit("a", name)
+        pool.expect("a1", "a2")
+        assert pool.load() == {"a": (2, 2)}
+        pool.submit("b", "b1")  # the third worker was kept for another tenant
+        pool.expect("a1", "a2", "b1")
+        pool.finish("a1")  # a's next, in the order asked
+        pool.expect("a1", "a2", "b1", "a3")
+        pool.finish("b1")  # a is at its limit: this worker stays free...
+        assert pool.load() == {"a": (2, 1)}
+        pool.submit("c", "c1")  # ...for the next tenant
+        pool.expect("a1", "a2", "b1", "a3", "c1")
+    finally:
+        pool.join()
+
+
+def test_turns_go_round_the_tenants() -> None:
+    pool = _Gated(size=2)  # one worker per tenant
+    try:
+        pool.submit("a", "a1")
+        pool.submit("b", "b1")
+        pool.submit("a", "a2")
+        pool.submit("c", "c1")  # asked after a2
+        pool.expect("a1", "b1")
+        pool.finish("a1")  # a and c have nothing in flight; a was just served
+        pool.expect("a1", "b1", "c1")
+        pool.finish("b1")
+        pool.expect("a1", "b1", "c1", "a2")
+        pool.finish("c1")
+        pool.finish("a2")
+        assert pool.load() == {} and pool._served == {}  # nothing kept per tenant
+    finally:
+        pool.join()

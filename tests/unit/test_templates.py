@@ -73,6 +73,15 @@ def test_normal_templates_render_as_before() -> None:
     assert render_template("t", "{{ 'a' * 1048576 }}", {}) == "a" * 1048576  # exactly the cap
 
 
+@pytest.mark.parametrize("char", ["a", "\u20ac", "\U0001f600"])
+def test_the_largest_output_fits_in_the_worker_memory_budget(char: str) -> None:
+    """1 Mi characters of 1 to 4 bytes in UTF-8: a str of up to 4 MiB, copied by the
+    join and the reply; sandbox.MEMORY_MIB must leave room for them all."""
+    out = render_template("t", "{% for i in range(1024) %}{{ C * 1024 }}{% endfor %}", {"C": char})
+    assert out == char * 1048576
+    assert render_template("t", "{{ C * 1048576 }}", {"C": char}, tenant="ns") == out
+
+
 def test_rendering_is_deterministic() -> None:
     """Nothing random: a ConfigMap rendered twice must be the same bytes, or every
     resync would roll the Deployment out."""

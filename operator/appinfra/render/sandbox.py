@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import hashlib
+import itertools
 import os
 import pickle
 import resource
@@ -32,11 +33,16 @@ MIB = 1024 * 1024
 
 # The chart gives the whole container 256 MiB; the operator itself uses ~130 MiB with
 # 1,000 objects of each kind. A worker costs ~13 MiB of its own (Python and Jinja2,
-# anonymous memory; the shared libraries are shared) plus at most MEMORY_MIB, so two
-# workers at their limit add ~90 MiB: the pod stays under its limit even when two
-# hostile templates run at once. 32 MiB is still ~30 times what a 1 MiB output needs.
-POOL_SIZE = 2
-MEMORY_MIB = 32
+# anonymous memory; the shared libraries' pages are shared with the operator and
+# counted once) plus at most MEMORY_MIB, since the address-space limit is its baseline
+# plus MEMORY_MIB. So three workers at their limit add 3 x (13 + 24) = 111 MiB and the
+# pod peaks at ~241 MiB, under its limit even when three hostile templates run at once.
+# 24 MiB is still six times what the largest output needs: 1 Mi characters outside
+# Latin-1 are 4 MiB as a str, and the join and the UTF-8 reply copy it a few times.
+# Three workers, not two, so that a tenant held to all of them but one (see
+# WorkerPool) still leaves one for everyone else.
+POOL_SIZE = 3
+MEMORY_MIB = 24
 # A real template renders in milliseconds; one second of CPU is a hundred times a
 # large one. It is short because the container's CPU limit (1 core) is shared with the
 # operator, and because while a template spins it holds one of only POOL_SIZE workers.
@@ -44,7 +50,9 @@ CPU_SECONDS = 1.0
 # The CPU timer cannot interrupt one long C call (say a huge integer product), and a
 # loaded node may give a worker little CPU: after this long the worker is killed.
 WALL_SECONDS = 5.0
-# Workers yield the CPU to the operator's own threads (watches, API calls, leases).
+# Workers yield the CPU to the operator's own threads (watches, API calls, leases): at
+# nice 5 a worker weighs about a third of a nice-0 thread, so even with all three
+# workers spinning the operator keeps about half of a contended core.
 WORKER_NICENESS = 5
 # A render that ran out of CPU or memory is remembered (by a digest of the template,
 # its name and its context) and fails at once when asked again, as every resync does:
@@ -125,17 +133,42 @@ class _Worker:
 
 class WorkerPool:
     """Up to `size` workers, each serving one render at a time. Thread-safe: a render
-    takes a free worker (preferring the one that compiled this source before, for its
-    template cache) or waits for one."""
+    waits for its turn, then takes a free worker (preferring the one that compiled this
+    source before, for its template cache).
 
-    def __init__(self, size: int = POOL_SIZE) -> None:
+    Turns are taken by tenant (a namespace), so that one tenant's slow templates delay
+    only that tenant's renders:
+    1. A tenant holds at most `tenant_limit` workers at once: max(1, size - 1) by
+       default. However many hostile templates one namespace renders at once, one
+       worker stays free for the others.
+    2. A free worker goes to the tenant with the fewest renders in flight; among
+       equals, to the one that got a worker least recently (a tenant that never did,
+       or not since it last went idle, first). Round-robin, in short.
+    3. Within a tenant, renders start in the order they were asked for.
+    So a render of a tenant with nothing in flight waits at most until one render in
+    flight ends (each is bounded by WALL_SECONDS), however long other tenants' queues
+    are. The price: a worker may stay idle while renders of a tenant at its limit wait.
+    """
+
+    def __init__(self, size: int = POOL_SIZE, tenant_limit: int | None = None) -> None:
         self._size = size
+        self._tenant_limit = tenant_limit if tenant_limit is not None else max(1, size - 1)
         self._slots: list[_Worker | None] = [None] * size
         self._busy = [False] * size
         self._free = threading.Condition()
         self._failed: dict[bytes, str] = {}  # digest -> message, oldest first
+        self._reset_turns()
 
-    def render(self, name: str, source: str, context: Mapping[str, Any]) -> str:
+    def _reset_turns(self) -> None:
+        self._waiting: dict[int, str] = {}  # ticket -> tenant, in arrival order
+        self._in_flight: dict[str, int] = {}  # tenant -> renders holding a worker
+        # tenant -> when it last got a worker (a grant number); kept only while the
+        # tenant has renders in flight or waiting, so the map is bounded by them.
+        self._served: dict[str, int] = {}
+        self._tickets = itertools.count()
+        self._grants = itertools.count()
+
+    def render(self, name: str, source: str, context: Mapping[str, Any], tenant: str = "") -> str:
         try:
             request = pickle.dumps((name, source, dict(context)), pickle.HIGHEST_PROTOCOL)
         except Exception as exc:  # a caller's bug, but still no traceback with values
@@ -147,7 +180,7 @@ class WorkerPool:
             known = self._failed.get(digest)
         if known is not None:
             raise SandboxError(known)
-        index = self._acquire(hash(source) % self._size)
+        index = self._acquire(hash(source) % self._size, tenant)
         try:
             return self._render_on(index, name, request)
         except _BudgetFailure as exc:
@@ -159,21 +192,62 @@ class WorkerPool:
         finally:
             with self._free:
                 self._busy[index] = False
-                self._free.notify()
+                self._in_flight[tenant] -= 1
+                self._tidy(tenant)
+                self._free.notify_all()  # the next turn may be any waiter's
 
-    def _acquire(self, preferred: int) -> int:
+    def _next_turn(self) -> int | None:
+        """The ticket whose turn it is (rules 1-3 in the class docstring), if any."""
+        best: tuple[int, int] | None = None
+        ticket_of_best = None
+        seen: set[str] = set()
+        for ticket, tenant in self._waiting.items():  # in arrival order
+            if tenant in seen:
+                continue  # rule 3: only a tenant's oldest waiting render competes
+            seen.add(tenant)
+            held = self._in_flight.get(tenant, 0)
+            if held >= self._tenant_limit:
+                continue  # rule 1
+            rank = (held, self._served.get(tenant, -1))  # rule 2
+            if best is None or rank < best:
+                best, ticket_of_best = rank, ticket
+        return ticket_of_best
+
+    def _tidy(self, tenant: str) -> None:
+        """Forget a tenant that has nothing in flight nor waiting."""
+        if not self._in_flight.get(tenant):
+            self._in_flight.pop(tenant, None)
+            if tenant not in self._waiting.values():
+                self._served.pop(tenant, None)
+
+    def _acquire(self, preferred: int, tenant: str) -> int:
         with self._free:
-            while True:
-                if not self._busy[preferred]:
-                    index = preferred
-                    break
-                idle = [i for i, busy in enumerate(self._busy) if not busy]
-                if idle:
-                    index = idle[0]
-                    break
-                self._free.wait()
+            ticket = next(self._tickets)
+            self._waiting[ticket] = tenant
+            try:
+                while not (False in self._busy and self._next_turn() == ticket):
+                    self._free.wait()
+            except BaseException:  # interrupted while waiting: leave the queue
+                del self._waiting[ticket]
+                self._tidy(tenant)
+                self._free.notify_all()
+                raise
+            del self._waiting[ticket]
+            index = preferred if not self._busy[preferred] else self._busy.index(False)
             self._busy[index] = True
+            self._in_flight[tenant] = self._in_flight.get(tenant, 0) + 1
+            self._served[tenant] = next(self._grants)
+            # Another worker may be free, and the next turn is someone else's now (they
+            # wake when we release the lock).
+            self._free.notify_all()
             return index
+
+    def load(self) -> dict[str, tuple[int, int]]:
+        """Renders in flight and waiting, by tenant (for tests and diagnostics)."""
+        with self._free:
+            tenants = set(self._in_flight) | set(self._waiting.values())
+            waiting = list(self._waiting.values())
+            return {t: (self._in_flight.get(t, 0), waiting.count(t)) for t in tenants}
 
     def _worker(self, index: int, name: str) -> _Worker:
         """The slot's worker, started (again) if it has none or its worker ended."""
@@ -247,6 +321,7 @@ class WorkerPool:
         self._slots = [None] * self._size
         self._busy = [False] * self._size
         self._free = threading.Condition()
+        self._reset_turns()
 
 
 _POOL = WorkerPool()
@@ -254,9 +329,15 @@ atexit.register(_POOL.close)
 os.register_at_fork(after_in_child=_POOL.after_fork)
 
 
-def render(name: str, source: str, context: Mapping[str, Any]) -> str:
-    """Render in a worker; raises SandboxError with a value-free message."""
-    return _POOL.render(name, source, context)
+def render(name: str, source: str, context: Mapping[str, Any], tenant: str = "") -> str:
+    """Render in a worker, taking turns by tenant (see WorkerPool); raises SandboxError
+    with a value-free message."""
+    return _POOL.render(name, source, context, tenant)
+
+
+def load() -> dict[str, tuple[int, int]]:
+    """Renders in flight and waiting, by tenant."""
+    return _POOL.load()
 
 
 def shutdown() -> None:

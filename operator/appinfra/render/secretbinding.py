@@ -124,8 +124,12 @@ def extract(secret: RemoteSecret, prop: str | None, where: str) -> str:
     return _as_text(node)
 
 
-def secret_data(spec: SecretBindingSpec, fetched: Mapping[Fetch, RemoteSecret]) -> dict[str, str]:
-    """The target Secret's data: data entries, dataFrom extracts, then the template.
+def secret_data(
+    spec: SecretBindingSpec, fetched: Mapping[Fetch, RemoteSecret], *, tenant: str = ""
+) -> dict[str, str]:
+    """The target Secret's data: data entries, dataFrom extracts, then the template,
+    rendered as `tenant` (the binding's namespace: the template workers take turns by
+    tenant, so that one namespace's slow templates delay only its own renders).
 
     Raises ExtractError (TooManyKeys past MAX_SYNCED_KEYS) or TemplateError; never returns
     partial data.
@@ -150,7 +154,7 @@ def secret_data(spec: SecretBindingSpec, fetched: Mapping[Fetch, RemoteSecret]) 
     )
     if template is not None and template.data:
         rendered = {
-            key: render_template(f"spec.target.template.data.{key}", source, out)
+            key: render_template(f"spec.target.template.data.{key}", source, out, tenant=tenant)
             for key, source in template.data.items()
         }
         out.update(rendered)

@@ -62,7 +62,9 @@ def render_config(owner: Owner, spec: ConfigSpec, sources: Sequence[Mapping[str,
     variables = merged_variables(spec, sources)
     data = interpolate(spec.data, variables)
     for name, source in spec.files.items():
-        data[name] = render_template(f"config.files.{name}", source, variables)
+        data[name] = render_template(
+            f"config.files.{name}", source, variables, tenant=owner.namespace
+        )
     return child(owner, "v1", "ConfigMap", config_map_name(owner, spec), data=data)
 
 

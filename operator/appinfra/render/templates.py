@@ -538,12 +538,14 @@ def _source_names(source: str) -> frozenset[str]:
 # --- the public entry point --------------------------------------------------------------
 
 
-def render_template(name: str, source: str, context: Mapping[str, Any]) -> str:
+def render_template(name: str, source: str, context: Mapping[str, Any], *, tenant: str = "") -> str:
     """Render a user template within the sandbox's CPU, memory and output budgets.
 
-    Thread-safe; runs in a reused worker process (see appinfra.render.sandbox). Raises
-    TemplateError, whose message names the template, the line and the error type."""
+    Thread-safe; runs in a reused worker process (see appinfra.render.sandbox). The
+    workers are shared fairly between tenants (the owner's namespace), so that one
+    tenant's slow templates delay only that tenant's renders. Raises TemplateError,
+    whose message names the template, the line and the error type."""
     try:
-        return sandbox.render(name, source, context)
+        return sandbox.render(name, source, context, tenant)
     except sandbox.SandboxError as exc:
         raise TemplateError(str(exc)) from None
