@@ -293,7 +293,7 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
         return Requeue(FAILURES.next_delay(key))
 
     try:
-        data = secret_data(spec, fetched)
+        data = secret_data(spec, fetched, tenant=namespace)
     except TooManyKeys as exc:
         _sync_failed(rt, body, spec.store, "TooManyKeys", str(exc))
         return None  # permanent until the spec (or the remote secret) changes
