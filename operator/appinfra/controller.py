@@ -101,7 +101,8 @@ class Runtime:
             RECONCILE_TOTAL.labels(kind, "success").inc()
             return result
 
-        self.queues[kind] = WorkQueue(run, workers=workers)
+        # Grouped by namespace: one namespace's slow reconciles leave workers for others.
+        self.queues[kind] = WorkQueue(run, workers=workers, group=lambda key: cast(Key, key)[0])
 
     def _report_api_error(self, kind: str, namespace: str, name: str, exc: KubeError) -> None:
         """Make an API refusal visible on the resource (best effort: it may be the

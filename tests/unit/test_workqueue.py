@@ -56,3 +56,32 @@ def test_requeue_after_runs_again() -> None:
 
     asyncio.run(main())
     assert calls == ["k", "k", "k"]
+
+
+def test_one_namespace_cannot_hold_every_worker() -> None:
+    """Namespace a's reconciles never finish on their own; b's, queued after them, still
+    run, because a may hold at most workers - workers // 4 of them."""
+    started: list[Hashable] = []
+    release = asyncio.Event()
+
+    async def reconcile(key: Hashable) -> Requeue | None:
+        started.append(key)
+        if key[0] == "a":  # type: ignore[index]
+            await release.wait()
+        return None
+
+    async def main() -> None:
+        queue = WorkQueue(reconcile, workers=4, group=lambda key: key[0])  # type: ignore[index]
+        queue.start()
+        for i in range(6):
+            queue.add(("a", f"slow-{i}"))
+        queue.add(("b", "quick"))
+        await asyncio.sleep(0.2)
+        assert ("b", "quick") in started
+        assert sum(1 for k in started if k[0] == "a") == 3  # type: ignore[index]
+        release.set()  # a's parked keys then run in order
+        await asyncio.sleep(0.2)
+        assert [k for k in started if k[0] == "a"] == [("a", f"slow-{i}") for i in range(6)]  # type: ignore[index]
+        await queue.stop()
+
+    asyncio.run(main())

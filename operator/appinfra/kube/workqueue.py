@@ -44,9 +44,26 @@ Reconcile = Callable[[Hashable], Awaitable[Requeue | None]]
 
 
 class WorkQueue:
-    def __init__(self, reconcile: Reconcile, workers: int = 8, backoff: Backoff | None = None):
+    """`group` maps a key to its tenant (the namespace): one tenant may occupy at most
+    `workers - reserved` workers at once, so a namespace whose reconciles are slow (a
+    hostile template waits its turn in the render pool) cannot hold every worker while
+    another namespace's work waits. Keys over the limit wait, in order, for their own
+    tenant's next free slot; with one tenant only, `reserved` workers stay idle."""
+
+    def __init__(
+        self,
+        reconcile: Reconcile,
+        workers: int = 8,
+        backoff: Backoff | None = None,
+        group: Callable[[Hashable], Hashable] | None = None,
+        reserved: int | None = None,
+    ):
         self._reconcile = reconcile
         self._workers = workers
+        self._group = group
+        self._per_group = max(1, workers - (workers // 4 if reserved is None else reserved))
+        self._running: dict[Hashable, int] = {}
+        self._parked: dict[Hashable, list[Hashable]] = {}
         self.backoff = backoff or Backoff()
         self._queue: asyncio.Queue[Hashable] = asyncio.Queue()
         self._queued: set[Hashable] = set()
@@ -79,6 +96,19 @@ class WorkQueue:
             self._queued.add(key)
             self._queue.put_nowait(key)
 
+    def _release(self, tenant: Hashable) -> None:
+        """One of `tenant`'s reconciles ended: its next parked key may go."""
+        left = self._running[tenant] - 1
+        if left:
+            self._running[tenant] = left
+        else:
+            del self._running[tenant]
+        parked = self._parked.get(tenant)
+        if parked:
+            self._queue.put_nowait(parked.pop(0))
+            if not parked:
+                del self._parked[tenant]
+
     def forget(self, key: Hashable) -> None:
         timer = self._timers.pop(key, None)
         if timer is not None:
@@ -98,8 +128,14 @@ class WorkQueue:
     async def _worker(self) -> None:
         while True:
             key = await self._queue.get()
+            tenant = self._group(key) if self._group else None
+            if tenant is not None and self._running.get(tenant, 0) >= self._per_group:
+                self._parked.setdefault(tenant, []).append(key)  # still counted as queued
+                continue
             self._queued.discard(key)
             self._active.add(key)
+            if tenant is not None:
+                self._running[tenant] = self._running.get(tenant, 0) + 1
             try:
                 result = await self._reconcile(key)
             except Exception:
@@ -113,6 +149,8 @@ class WorkQueue:
                     self.add(key, result.after)
             finally:
                 self._active.discard(key)
+                if tenant is not None:
+                    self._release(tenant)
                 if key in self._again:
                     self._again.discard(key)
                     self._fire(key)
