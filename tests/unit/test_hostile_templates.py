@@ -90,15 +90,18 @@ def _status(path: str, field: str) -> int:
 
 
 def _children() -> list[int]:
+    """This process's template workers. Only those: in a whole-suite run the e2e
+    session's servers (control plane, OpenBao, moto) are children of pytest too."""
     me = str(os.getpid())
     out = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 stat = (entry / "stat").read_text()
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if stat.rsplit(")", 1)[1].split()[1] == me:
+            if stat.rsplit(")", 1)[1].split()[1] == me and argv[1:4] == [b"-P", b"-B", b"-c"]:
                 out.append(int(entry.name))
     return out
 
