@@ -85,6 +85,11 @@ NGINX = "nginx.ingress.kubernetes.io/"
 PERIOD_SECONDS = {"Second": 1, "Minute": 60, "Hour": 3600, "Day": 86400}
 
 _NGINX_RATE = {"Second": "limit-rps", "Minute": "limit-rpm"}
+# ingress-nginx's multiplier when the annotation is absent.
+_NGINX_DEFAULT_MULTIPLIER = 5
+# nginx's limit_req keeps rate and burst in thousandths of a request in a 64-bit signed
+# integer (`rate * 1000`, `burst * 1000`), so larger values overflow and fail its config.
+_NGINX_MAX_REQUESTS = (2**63 - 1) // 1000
 _PREFERRED = "default"
 _NGINX_ADVICE = "to enforce every limit use enforcement EnvoyRateLimit or ConfigMap"
 _ENVOY_ADVICE = "enforcement ConfigMap (an in-app limiter) can express all of it"
@@ -145,9 +150,18 @@ def _outcome(
 # IngressNginx
 
 
+def _nginx_multiplier(limit: Limit) -> int:
+    """limit-burst-multiplier for `limit`: nginx's burst is requests x this."""
+    if limit.burst is None:
+        return _NGINX_DEFAULT_MULTIPLIER
+    return max(1, math.ceil(limit.burst / limit.requests))
+
+
 def _nginx_gaps(limit: Limit) -> list[str]:
     """Why ingress-nginx annotations cannot express `limit`; empty if they can."""
     gaps = []
+    if limit.requests * _nginx_multiplier(limit) > _NGINX_MAX_REQUESTS:
+        gaps.append(f"requests and burst above nginx's limit of {_NGINX_MAX_REQUESTS}")
     if limit.unit not in _NGINX_RATE:
         gaps.append(f"unit {limit.unit} (ingress-nginx limits per Second or Minute only)")
     if limit.by is not None and limit.by.header is not None:
@@ -191,7 +205,7 @@ def _ingress_nginx(
     annotations[NGINX + _NGINX_RATE[limit.unit]] = str(limit.requests)
     done = f"limit {chosen} ({limit.requests} per {limit.unit.lower()} per client IP"
     if limit.burst is not None:
-        multiplier = max(1, math.ceil(limit.burst / limit.requests))
+        multiplier = _nginx_multiplier(limit)
         annotations[NGINX + "limit-burst-multiplier"] = str(multiplier)
         done += f", burst {limit.requests * multiplier}"
         if limit.requests * multiplier != limit.burst:
