@@ -1,6 +1,7 @@
 -- Argo CD health check for the appinfra.dev kinds (ServiceProfile, SecretBinding,
 -- HealthPolicy, RateLimitPolicy: one script, identical for all four).
--- argocd-cm key: resource.customizations.health.appinfra.dev_<Kind>
+-- argocd-cm keys: resource.customizations.health.appinfra.dev_<Kind>, this text under each.
+-- Argo CD runs it in gopher-lua with only the base and table libraries (no string, math).
 --   Degraded:    Accepted=False, Synced=False (SecretBinding) or Ready=False;
 --                the message is the condition's own.
 --   Healthy:     Ready=True and status.observedGeneration == metadata.generation.
