@@ -87,9 +87,7 @@ def ratelimit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         [REDIS, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(work)],
         work,
-    ).start()  # fmt: skip
-    redis.wait_ready(lambda: redis_ping(redis_port), timeout=30)
-
+    )  # fmt: skip
     port, grpc_port, debug_port = free_port(), free_port(), free_port()
     env = {
         "HOST": "127.0.0.1",
@@ -99,7 +97,7 @@ def ratelimit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "DEBUG_HOST": "127.0.0.1",
         "DEBUG_PORT": str(debug_port),
         "USE_STATSD": "false",
-        "LOG_LEVEL": "debug",
+        "LOG_LEVEL": "warn",  # the log tail a failure prints then shows why it refused
         "RUNTIME_ROOT": str(work / "runtime"),
         "RUNTIME_SUBDIRECTORY": "",
         "RUNTIME_APPDIRECTORY": "config",
@@ -111,14 +109,16 @@ def ratelimit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         # that is the service accepting the file.
         "HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED": "true",
     }
-    service = ServerProcess("ratelimit", [str(RATELIMIT)], work, env).start()
+    service = ServerProcess("ratelimit", [str(RATELIMIT)], work, env)
     base = f"http://127.0.0.1:{port}"
     DEBUG[base] = f"http://127.0.0.1:{debug_port}"
     try:
-        service.wait_ready(lambda: http_ok(f"{base}/healthcheck"), timeout=60)
+        redis.start().wait_ready(lambda: redis_ping(redis_port), timeout=30)
+        service.start().wait_ready(lambda: http_ok(f"{base}/healthcheck"), timeout=60)
         yield base
     finally:
-        print(service.log_tail())
+        if service.proc is not None:
+            print(service.log_tail())  # shown with a failing test: why it refused the file
         service.stop()
         redis.stop()
 
