@@ -12,7 +12,9 @@ A limit without `by` (all clients together) is enforced per client IP, which
 is looser, and reported as such. `limit-burst-multiplier` is
 ceil(burst / requests), at least 1 because nginx rejects `burst=0`: ingress-nginx
 allows requests x multiplier extra, which may round the burst up. Without
-`burst` the controller's default multiplier (5) applies.
+`burst` the controller's default multiplier (5) applies. A limit whose requests x
+multiplier is past nginx's range ((2^63 - 1) / 1000, as limit_req counts thousandths)
+cannot be expressed: nginx would reject the whole configuration.
 
 EnvoyRateLimit. ConfigMap `<name>-ratelimit`, key `config.yaml`, in the
 envoyproxy/ratelimit format with domain `<namespace>.<name>`. Each limit is one
