@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from appinfra.api.ratelimitpolicy import RateLimitPolicySpec
 from appinfra.render.common import Owner
@@ -182,10 +183,10 @@ def test_checker_accepts_what_ingress_nginx_accepts() -> None:
 # The renderer's output over any valid policy.
 
 limit_bodies = st.fixed_dictionaries(
-    {"requests": st.integers(1, 2**62)},
+    {"requests": st.integers(1, 10**9)},  # the API's bound
     optional={
         "unit": st.sampled_from(["Second", "Minute", "Hour", "Day"]),
-        "burst": st.one_of(st.integers(0, 1000), st.integers(0, 2**62)),
+        "burst": st.one_of(st.integers(0, 1000), st.integers(0, 10**9)),
         "by": st.sampled_from([{"clientIP": {}}, {"header": "x-api-key"}]),
         "when": st.sampled_from([{}, {"pathPrefix": "/orders"}, {"methods": ["POST"]}]),
     },
@@ -230,14 +231,18 @@ def test_a_sample_policy_emits_each_annotation_the_renderer_knows() -> None:
 
 def test_a_limit_nginx_cannot_hold_is_reported_not_written() -> None:
     """Found by the property above: nginx would reject `burst = requests x 5` past its range,
-    failing the controller's whole config reload; the limit is left out and says why."""
-    spec = RateLimitPolicySpec.model_validate(
-        {
-            "targetRef": {"group": "networking.k8s.io", "kind": "Ingress", "name": "payments-web"},
-            "enforcement": "IngressNginx",
-            "limits": {"default": {"requests": NGINX_MAX, "by": {"clientIP": {}}}},
-        }
-    )
+    failing the controller's whole config reload. The API now refuses such a limit (at most
+    10^9); should one reach the renderer anyway, it is left out and says why."""
+    body = {
+        "targetRef": {"group": "networking.k8s.io", "kind": "Ingress", "name": "payments-web"},
+        "enforcement": "IngressNginx",
+        "limits": {"default": {"requests": NGINX_MAX, "by": {"clientIP": {}}}},
+    }
+    with pytest.raises(ValidationError, match="less than or equal to 1000000000"):
+        RateLimitPolicySpec.model_validate(body)
+    body["limits"] = {"default": {"requests": 1, "by": {"clientIP": {}}}}
+    spec = RateLimitPolicySpec.model_validate(body)
+    spec.limits["default"].requests = NGINX_MAX  # past the API, as an older object might be
     out = render_ratelimitpolicy(OWNER, spec, INGRESS)
     assert out.reason == "Unsupported"
     assert "default: requests and burst above nginx's limit" in out.message

@@ -53,12 +53,14 @@ class RequestMatch(ApiModel):
 class Limit(ApiModel):
     """One named limit: so many requests per unit of time."""
 
-    requests: int = Field(ge=1, description="Requests allowed per unit.")
+    # A bound far above any real limit, far below what nginx (thousandths in 64 bits,
+    # times the burst multiplier) and envoy ratelimit can hold.
+    requests: int = Field(ge=1, le=1_000_000_000, description="Requests allowed per unit.")
     unit: Literal["Second", "Minute", "Hour", "Day"] = Field(
         default="Second", description="Time unit: Second, Minute, Hour or Day."
     )
     burst: int | None = Field(
-        default=None, ge=0, description="Extra requests allowed in a short burst."
+        default=None, ge=0, le=1_000_000_000, description="Extra requests allowed in a short burst."
     )
     by: LimitKey | None = Field(
         default=None, description="What requests are counted by; unset means all together."
