@@ -22,6 +22,7 @@ from appinfra.api.validation import parse_spec
 from appinfra.kube.cache import Store
 from appinfra.kube.client import Kube, KubeError, Obj
 from appinfra.kube.conditions import ACCEPTED, Condition, merge_conditions
+from appinfra.kube.conflicts import effective
 from appinfra.kube.diff import APPLIED_ANNOTATION, up_to_date, with_hash
 from appinfra.kube.ownership import controlled_by
 from appinfra.kube.resources import BY_KIND, DEPLOYMENT, Resource
@@ -327,10 +328,7 @@ class Runtime:
             rival = self.store.get(res, namespace, name)
             if rival is not None and not rival["metadata"].get("deletionTimestamp"):
                 rivals.append(rival)
-        return min(
-            rivals,
-            key=lambda o: (o["metadata"].get("creationTimestamp", ""), o["metadata"]["name"]),
-        )
+        return effective(rivals)
 
     def reject(self, res: Resource, body: Obj, reason: str, message: str) -> None:
         """Accepted=False (and so not Ready) with an actionable message; an Event on change."""

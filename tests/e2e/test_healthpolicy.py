@@ -119,15 +119,22 @@ def test_unknown_named_port_is_invalid_naming_container_and_port(
 def test_conflict_and_target_not_found(
     cluster: Cluster, operator: Operator, namespace: str
 ) -> None:
-    apply(cluster, policy(namespace, "early", "later", **PROBES))
-    wait_condition(cluster, HP, namespace, "early", "Accepted", "False", "TargetNotFound")
-    apply(cluster, policy(namespace, "second", "later", **PROBES))
-    hp = wait_condition(cluster, HP, namespace, "second", "Accepted", "False", "Conflicted")
-    assert "early" in condition(hp, "Accepted")["message"]
+    # The older policy has the name that sorts last, so only "the oldest wins" (not
+    # "the smaller name wins") makes it the winner.
+    apply(cluster, policy(namespace, "z-first", "later", **PROBES))
+    wait_condition(cluster, HP, namespace, "z-first", "Accepted", "False", "TargetNotFound")
+    time.sleep(1.5)  # creationTimestamp has whole seconds: the second one is strictly newer
+    apply(cluster, policy(namespace, "a-second", "later", **PROBES))
+    hp = wait_condition(cluster, HP, namespace, "a-second", "Accepted", "False", "Conflicted")
+    assert "HealthPolicy z-first already targets" in condition(hp, "Accepted")["message"]
+    first = get(cluster, HP, namespace, "z-first")
+    assert first["metadata"]["creationTimestamp"] < hp["metadata"]["creationTimestamp"]  # type: ignore[index]
     apply(cluster, deployment(namespace, "later"))
-    wait_condition(cluster, HP, namespace, "early", "Ready", "True", "Reconciled")
-    hp = get(cluster, HP, namespace, "second")
+    wait_condition(cluster, HP, namespace, "z-first", "Ready", "True", "Reconciled")
+    hp = get(cluster, HP, namespace, "a-second")
     assert condition(hp, "Accepted")["reason"] == "Conflicted"
+    dep = get(cluster, "deployment", namespace, "later")
+    assert dep["metadata"]["annotations"]["appinfra.dev/healthpolicy"] == "z-first"  # type: ignore[index]
 
 
 def test_healthy_follows_the_deployment_status(

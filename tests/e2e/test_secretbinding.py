@@ -356,3 +356,49 @@ def test_fifty_bindings_on_five_keys_make_five_reads(
         wait_condition(cluster, SB, namespace, f"b{i}", "Ready", "True", timeout=60)
     assert reads() - before == 5
     assert secret_data(cluster, namespace, "b7") == {"V": "2"}
+
+
+def test_two_bindings_on_one_consumer_the_oldest_wins_and_hands_over(
+    cluster: Cluster, operator: Operator, stores: Stores, namespace: str
+) -> None:
+    put(stores, f"{namespace}/pair", {"a": "1", "b": "2"})
+    apply(cluster, deployment(namespace, "consumer"))
+
+    def rolling(name: str, prop: str) -> dict[str, Any]:
+        data = [{"secretKey": "V", "remoteRef": {"key": f"{namespace}/pair", "property": prop}}]
+        return binding(namespace, name, data=data,
+                       targetRef={"kind": "Deployment", "name": "consumer"})  # fmt: skip
+
+    # The older binding's name sorts last: only "the oldest wins" makes it the winner.
+    apply(cluster, rolling("z-first", "a"))
+    first = wait_condition(cluster, SB, namespace, "z-first", "Ready", "True")
+    time.sleep(1.5)  # creationTimestamp has whole seconds: the second one is strictly newer
+    apply(cluster, rolling("a-second", "b"))
+    loser = wait_condition(cluster, SB, namespace, "a-second", "Accepted", "False", "Conflicted")
+    assert first["metadata"]["creationTimestamp"] < loser["metadata"]["creationTimestamp"]
+    message = condition(loser, "Accepted")["message"]
+    assert "SecretBinding z-first already targets Deployment consumer" in message
+    assert condition(loser, "Ready")["status"] == "False"
+    assert "Conflicted" in {e["reason"] for e in events_for(cluster, namespace, "a-second")}
+    # The loser writes nothing: no Secret, and the consumer keeps the winner's hash.
+    assert get(cluster, "secret", namespace, "a-second") is None
+    dep = get(cluster, "deployment", namespace, "consumer")
+    assert dep["metadata"]["annotations"]["appinfra.dev/secretbinding"] == "z-first"  # type: ignore[index]
+    template = dep["spec"]["template"]["metadata"]["annotations"]  # type: ignore[index]
+    assert template["appinfra.dev/secret-hash"] == first["status"]["secretHMAC"]
+
+    # The winner leaves: the other binding takes over the consumer by itself.
+    cluster.kubectl("-n", namespace, "delete", SB, "z-first", "--wait=true", "--timeout=60s")
+    second = wait_condition(cluster, SB, namespace, "a-second", "Ready", "True")
+    assert secret_data(cluster, namespace, "a-second") == {"V": "2"}
+
+    def handed_over() -> bool:
+        dep = get(cluster, "deployment", namespace, "consumer") or {}
+        meta = dep.get("metadata", {})
+        pod = dep["spec"]["template"]["metadata"].get("annotations") or {}
+        return bool(
+            (meta.get("annotations") or {}).get("appinfra.dev/secretbinding") == "a-second"
+            and pod.get("appinfra.dev/secret-hash") == second["status"]["secretHMAC"]
+        )
+
+    wait_until(handed_over, 30, "the consumer to carry the remaining binding's hash")

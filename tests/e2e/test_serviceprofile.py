@@ -321,20 +321,22 @@ def test_drift_on_children_is_reverted(
 def test_second_profile_on_a_deployment_is_conflicted(
     cluster: Cluster, operator: Operator, namespace: str
 ) -> None:
+    # The older profile's name sorts last: only "the oldest wins" makes it the winner.
     apply(cluster, deployment(namespace, "twin"))
-    apply(cluster, profile(namespace, "first", "twin", disruption={"minAvailable": 1}))
-    wait_condition(cluster, SP, namespace, "first", "Ready", "True")
-    apply(cluster, profile(namespace, "second", "twin", autoscaling={"maxReplicas": 3}))
-    sp = wait_condition(cluster, SP, namespace, "second", "Accepted", "False", "Conflicted")
-    assert "first" in condition(sp, "Accepted")["message"]
-    assert get(cluster, "hpa", namespace, "second") is None
+    apply(cluster, profile(namespace, "z-first", "twin", disruption={"minAvailable": 1}))
+    wait_condition(cluster, SP, namespace, "z-first", "Ready", "True")
+    time.sleep(1.5)  # creationTimestamp has whole seconds: the second one is strictly newer
+    apply(cluster, profile(namespace, "a-second", "twin", autoscaling={"maxReplicas": 3}))
+    sp = wait_condition(cluster, SP, namespace, "a-second", "Accepted", "False", "Conflicted")
+    assert "ServiceProfile z-first already targets" in condition(sp, "Accepted")["message"]
+    assert get(cluster, "hpa", namespace, "a-second") is None
     dep = get(cluster, "deployment", namespace, "twin")
-    assert dep["metadata"]["annotations"]["appinfra.dev/serviceprofile"] == "first"  # type: ignore[index]
+    assert dep["metadata"]["annotations"]["appinfra.dev/serviceprofile"] == "z-first"  # type: ignore[index]
 
     # The winner leaves: the rival takes over by itself.
-    cluster.kubectl("-n", namespace, "delete", SP, "first", "--wait=true", "--timeout=60s")
-    wait_condition(cluster, SP, namespace, "second", "Ready", "True", "Reconciled")
-    wait_exists(cluster, "hpa", namespace, "second")
+    cluster.kubectl("-n", namespace, "delete", SP, "z-first", "--wait=true", "--timeout=60s")
+    wait_condition(cluster, SP, namespace, "a-second", "Ready", "True", "Reconciled")
+    wait_exists(cluster, "hpa", namespace, "a-second")
 
 
 def _versions(cluster: Cluster, namespace: str) -> dict[str, str]:
