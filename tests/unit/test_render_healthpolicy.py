@@ -13,6 +13,7 @@ from appinfra.render.healthpolicy import (
     health_verdict,
     owned_container_fields,
     render_healthpolicy,
+    whole_probe,
 )
 
 OWNER = Owner("HealthPolicy", "payments", "shop", "uid-1")
@@ -129,11 +130,35 @@ def test_default_mode_keeps_a_containers_own_probe() -> None:
     assert "app" not in containers(out.deployment)  # nothing of ours on it at all
 
 
-def test_override_mode_replaces_a_containers_own_probe() -> None:
+def test_override_mode_replaces_a_containers_own_probe_whole() -> None:
+    """Every field the policy leaves out is named with its unset value, so that apply
+    (which keeps every field the intent does not name) keeps none of the user's."""
     probe = {"tcpSocket": {"port": 8081}, "periodSeconds": 5}
     out = render_healthpolicy(OWNER, spec(mode="Override", readiness=probe), deployment())
     assert out.problems == []
-    assert containers(out.deployment)["app"][READINESS] == probe
+    whole = {"tcpSocket": {"port": 8081, "host": ""}, "periodSeconds": 5,
+             "initialDelaySeconds": 0, "timeoutSeconds": 1, "successThreshold": 1,
+             "failureThreshold": 3}  # fmt: skip
+    assert containers(out.deployment)["app"][READINESS] == whole
+    assert containers(out.deployment)["sidecar"][READINESS] == whole
+
+
+def test_whole_probe_fills_only_what_the_policy_leaves_out() -> None:
+    http = {"httpGet": {"path": "/r", "port": 80, "scheme": "HTTPS"}, "failureThreshold": 9}
+    assert whole_probe(http) == {
+        "httpGet": {"path": "/r", "port": 80, "scheme": "HTTPS", "host": "", "httpHeaders": []},
+        "failureThreshold": 9, "initialDelaySeconds": 0, "periodSeconds": 10,
+        "timeoutSeconds": 1, "successThreshold": 1,
+    }  # fmt: skip
+    grpc = whole_probe({"grpc": {"port": 9090}})
+    assert grpc["grpc"] == {"port": 9090, "service": ""}
+    command = whole_probe({"exec": {"command": ["true"]}})
+    assert command["exec"] == {"command": ["true"]}  # an atomic list: replaced whole anyway
+
+
+def test_default_mode_sends_only_the_policys_fields() -> None:
+    probe = {"tcpSocket": {"port": 8081}}
+    out = render_healthpolicy(OWNER, spec(readiness=probe), deployment())
     assert containers(out.deployment)["sidecar"][READINESS] == probe
 
 
