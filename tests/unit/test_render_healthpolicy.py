@@ -10,6 +10,7 @@ from appinfra.render.healthpolicy import (
     LIVENESS,
     PRE_STOP,
     READINESS,
+    hand_back_intent,
     health_verdict,
     owned_container_fields,
     render_healthpolicy,
@@ -572,3 +573,27 @@ def test_verdict_available_exactly_when_kubectl_would_call_the_rollout_done(
     )
     assert (v.reason == "Available") == done == v.status
     assert v.reason in {"Available", "RolloutInProgress", "Unavailable"}
+
+
+def test_hand_back_takes_the_live_value_of_fields_another_manager_shares() -> None:
+    """Override took part of app's readiness probe (the user's manager kept the rest):
+    it is handed back whole; sidecar's liveness is ours alone and is simply released."""
+    live = deployment()
+    live["spec"]["template"]["spec"]["containers"][1][LIVENESS] = LIVE_PROBE
+    live["metadata"]["managedFields"] = [
+        managed("kubectl-client-side-apply", "app", READINESS),
+        managed("appinfra-healthpolicy", "app", READINESS),
+        managed("appinfra-healthpolicy", "sidecar", LIVENESS),
+    ]
+    intent = hand_back_intent(live, "appinfra-healthpolicy")
+    assert intent is not None
+    assert intent["metadata"] == {"name": "payments", "namespace": "shop"}
+    assert containers(intent) == {"app": {"name": "app", READINESS: APP_OWN_READINESS}}
+    assert containers(intent)["app"][READINESS] is not APP_OWN_READINESS  # a copy
+
+
+def test_nothing_to_hand_back_when_no_other_manager_shares_our_fields() -> None:
+    live = deployment()
+    live["metadata"]["managedFields"] = [managed("appinfra-healthpolicy", "sidecar", LIVENESS)]
+    assert hand_back_intent(live, "appinfra-healthpolicy") is None
+    assert hand_back_intent(deployment(), "appinfra-healthpolicy") is None

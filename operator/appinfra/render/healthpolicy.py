@@ -39,6 +39,7 @@ Kubernetes 1.30, GA in 1.34), so it works for every image.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterator, Set
 from dataclasses import dataclass, field
@@ -91,18 +92,65 @@ def owned_container_fields(deployment: Obj, manager: str) -> set[tuple[str, str]
     """
     owned: set[tuple[str, str]] = set()
     for entry in deployment.get("metadata", {}).get("managedFields") or []:
-        if entry.get("manager") != manager:
-            continue
-        fields = entry.get("fieldsV1") or {}
-        containers = _descend(fields, "spec", "template", "spec", "containers") or {}
-        for key, owned_fields in containers.items():
-            if not key.startswith("k:"):
-                continue
-            name = json.loads(key[2:]).get("name")
-            for path in (LIVENESS, READINESS, STARTUP, PRE_STOP):
-                if name and _descend(owned_fields, *path.split(".")) is not None:
-                    owned.add((name, path))
+        if entry.get("manager") == manager:
+            owned |= _entry_fields(entry)
     return owned
+
+
+def _entry_fields(entry: Obj) -> set[tuple[str, str]]:
+    """The (container name, field) pairs one managedFields entry holds any part of."""
+    owned: set[tuple[str, str]] = set()
+    fields = entry.get("fieldsV1") or {}
+    containers = _descend(fields, "spec", "template", "spec", "containers") or {}
+    for key, owned_fields in containers.items():
+        if not key.startswith("k:"):
+            continue
+        name = json.loads(key[2:]).get("name")
+        for path in (LIVENESS, READINESS, STARTUP, PRE_STOP):
+            if name and _descend(owned_fields, *path.split(".")) is not None:
+                owned.add((name, path))
+    return owned
+
+
+def hand_back_intent(deployment: Obj, manager: str) -> Obj | None:
+    """What to apply, as another field manager, before `manager` releases its fields:
+    the live value of every field of ours that another manager holds a part of.
+
+    That is a probe (or preStop hook) that replaced the container's own: force took the
+    values that differed, the user's manager kept the rest. Releasing alone would drop
+    exactly the parts we took and leave a mix of both, or a probe without its port or
+    handler that the API server rejects, so the deletion could never finish. Applied
+    again by a second manager with the same values, the fields stay as they are when our
+    manager lets go (the container's own values are gone: the API server keeps none).
+    None when there is nothing to hand back.
+    """
+    entries = deployment.get("metadata", {}).get("managedFields") or []
+    ours = owned_container_fields(deployment, manager)
+    theirs: set[tuple[str, str]] = set()
+    for entry in entries:
+        if entry.get("manager") != manager:
+            theirs |= _entry_fields(entry)
+    pod = deployment.get("spec", {}).get("template", {}).get("spec", {})
+    live = {c["name"]: c for c in pod.get("containers") or []}
+    intents: dict[str, Obj] = {}
+    for name, path in sorted(ours & theirs):
+        value = _live_field(live.get(name) or {}, path)
+        if value is None:
+            continue
+        target = intents.setdefault(name, {"name": name})
+        *parents, leaf = path.split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = copy.deepcopy(value)
+    if not intents:
+        return None
+    meta = deployment["metadata"]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+        "spec": {"template": {"spec": {"containers": list(intents.values())}}},
+    }
 
 
 def _descend(fields: Any, *names: str) -> Any:
