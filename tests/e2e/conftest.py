@@ -130,7 +130,7 @@ class Operator:
                 *args,
             ],
             workdir,
-            env={"KUBECONFIG": str(cluster.kubeconfig), "APPINFRA_RESYNC_SECONDS": "30"},
+            env={"KUBECONFIG": str(cluster.kubeconfig), "APPINFRA_RESYNC_SECONDS": "3600"},
         )
 
     def start(self) -> Operator:

@@ -3,11 +3,13 @@ server's TokenReview), and moto's Secrets Manager, SSM and STS over HTTP.
 
 Every test uses its own store name, so the backend request counter it reads counts
 its own requests only. Kubernetes Secrets holding credentials are stood in for by a
-dict behind the same `Kube.read_secret_key` callable the operator passes.
+dict behind the same `Kube.read_secret_key` callable the operator passes, except in
+the one test that runs the assumed role through `appinfra run` (the session operator).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import secrets
@@ -46,12 +48,14 @@ from appinfra.providers.aws import (
     SecretsManagerProvider,
 )
 from appinfra.providers.vault import VaultProvider
-from tests.e2e.conftest import Moto, OpenBao
+from tests.e2e.conftest import SYSTEM_NAMESPACE, Moto, OpenBao, Operator, Stores
 from tests.support.kube import Cluster
+from tests.support.objects import apply, condition, get, wait_condition
 from tests.support.openbao import enable_kubernetes_auth
 from tests.support.servers import ServerProcess, free_port, http_ok, tool
 
 REGION = "eu-west-1"
+SB = "secretbinding"
 
 
 # ---------------------------------------------------------------- helpers
@@ -916,6 +920,75 @@ def test_aws_keys_rotated_in_their_secret_are_picked_up_on_refusal(iam_moto: Iam
         assert provider.fetch(iam_moto.secret, version=None, namespace="shop").raw == b"via-role"
     finally:
         provider.close()
+
+
+def test_operator_syncs_a_binding_through_the_assumed_role(
+    cluster: Cluster, operator: Operator, stores: Stores, iam_moto: IamMoto, namespace: str
+) -> None:
+    """`appinfra run` (the session operator, with the chart's RBAC) and a store with
+    `aws.roleArn`, against a moto that enforces IAM: the store's keys may only call
+    sts:AssumeRole, only the role may read the secret. The Secret appears only if the
+    operator assumed the role; the same keys without roleArn are refused."""
+    # Two more keys in the session's credential Secret, which the chart's RBAC already
+    # lets the operator read (a new Secret might not be, if that RBAC names Secrets).
+    user = {"iam-id": iam_moto.user_key[0], "iam-secret": iam_moto.user_key[1]}
+    patch_credentials(cluster, user)
+    ref = {"namespace": SYSTEM_NAMESPACE, "name": "aws-keys"}
+    auth = {"secretRef": {**ref, "accessKeyIDKey": "iam-id", "secretAccessKeyKey": "iam-secret"}}
+    aws = {"service": "SecretsManager", "region": REGION, "endpoint": iam_moto.endpoint}
+    role_store, keys_store = unique("aws-role"), unique("aws-keys-only")
+    configured = stores.config["secretStores"]
+    scope = {"allowedNamespaces": [namespace], "keyPrefix": "shop/"}  # the moto secret's name
+    configured[role_store] = {"aws": {**aws, "auth": auth, "roleArn": iam_moto.role_arn}, **scope}
+    configured[keys_store] = {"aws": {**aws, "auth": auth}, **scope}
+    stores.write()
+    data = [{"secretKey": "PW", "remoteRef": {"key": iam_moto.secret}}]
+    try:
+        # The operator re-reads its configuration within a second or two; a binding
+        # naming a store it does not know yet is Invalid and retried on the reload.
+        apply(cluster, binding(namespace, "via-role", role_store, data))
+        wait_condition(cluster, SB, namespace, "via-role", "Ready", "True", timeout=90)
+        secret = get(cluster, "secret", namespace, "via-role")
+        assert secret is not None
+        assert base64.b64decode(secret["data"]["PW"]) == b"via-role"
+
+        apply(cluster, binding(namespace, "keys-only", keys_store, data))
+        sb = wait_condition(cluster, SB, namespace, "keys-only", "Synced", "False", "Forbidden")
+        assert "access denied" in condition(sb, "Synced")["message"]
+        assert get(cluster, "secret", namespace, "keys-only") is None
+    finally:
+        for store in (role_store, keys_store):
+            configured.pop(store, None)
+        stores.write()
+        patch_credentials(cluster, dict.fromkeys(user))
+    # The operator's own count agrees: one role session, shared by the binding's reads.
+    assert operator_requests(operator, role_store, "assume_role") >= 1
+
+
+def patch_credentials(cluster: Cluster, data: dict[str, str | None]) -> None:
+    """Add (or, with None, remove) keys of the session's `aws-keys` Secret."""
+    patch = {"stringData": data} if all(data.values()) else {"data": data}
+    cluster.kubectl("-n", SYSTEM_NAMESPACE, "patch", "secret", "aws-keys", "--type=merge",
+                    "-p", json.dumps(patch))  # fmt: skip
+
+
+def binding(namespace: str, name: str, store: str, data: list[Any]) -> dict[str, Any]:
+    return {"apiVersion": "appinfra.dev/v1alpha1", "kind": "SecretBinding",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"store": store, "data": data}}  # fmt: skip
+
+
+def operator_requests(operator: Operator, store: str, operation: str) -> float:
+    total = 0.0
+    for line in operator.metrics().splitlines():
+        if (
+            line.startswith("appinfra_backend_requests_total{")
+            and f'store="{store}"' in line
+            and f'operation="{operation}"' in line
+            and 'status="ok"' in line
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 # ---------------------------------------------------------------- shared reads, no leaks

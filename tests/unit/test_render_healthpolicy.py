@@ -10,9 +10,11 @@ from appinfra.render.healthpolicy import (
     LIVENESS,
     PRE_STOP,
     READINESS,
+    hand_back_intent,
     health_verdict,
     owned_container_fields,
     render_healthpolicy,
+    whole_probe,
 )
 
 OWNER = Owner("HealthPolicy", "payments", "shop", "uid-1")
@@ -129,11 +131,35 @@ def test_default_mode_keeps_a_containers_own_probe() -> None:
     assert "app" not in containers(out.deployment)  # nothing of ours on it at all
 
 
-def test_override_mode_replaces_a_containers_own_probe() -> None:
+def test_override_mode_replaces_a_containers_own_probe_whole() -> None:
+    """Every field the policy leaves out is named with its unset value, so that apply
+    (which keeps every field the intent does not name) keeps none of the user's."""
     probe = {"tcpSocket": {"port": 8081}, "periodSeconds": 5}
     out = render_healthpolicy(OWNER, spec(mode="Override", readiness=probe), deployment())
     assert out.problems == []
-    assert containers(out.deployment)["app"][READINESS] == probe
+    whole = {"tcpSocket": {"port": 8081, "host": ""}, "periodSeconds": 5,
+             "initialDelaySeconds": 0, "timeoutSeconds": 1, "successThreshold": 1,
+             "failureThreshold": 3}  # fmt: skip
+    assert containers(out.deployment)["app"][READINESS] == whole
+    assert containers(out.deployment)["sidecar"][READINESS] == whole
+
+
+def test_whole_probe_fills_only_what_the_policy_leaves_out() -> None:
+    http = {"httpGet": {"path": "/r", "port": 80, "scheme": "HTTPS"}, "failureThreshold": 9}
+    assert whole_probe(http) == {
+        "httpGet": {"path": "/r", "port": 80, "scheme": "HTTPS", "host": "", "httpHeaders": []},
+        "failureThreshold": 9, "initialDelaySeconds": 0, "periodSeconds": 10,
+        "timeoutSeconds": 1, "successThreshold": 1,
+    }  # fmt: skip
+    grpc = whole_probe({"grpc": {"port": 9090}})
+    assert grpc["grpc"] == {"port": 9090, "service": ""}
+    command = whole_probe({"exec": {"command": ["true"]}})
+    assert command["exec"] == {"command": ["true"]}  # an atomic list: replaced whole anyway
+
+
+def test_default_mode_sends_only_the_policys_fields() -> None:
+    probe = {"tcpSocket": {"port": 8081}}
+    out = render_healthpolicy(OWNER, spec(readiness=probe), deployment())
     assert containers(out.deployment)["sidecar"][READINESS] == probe
 
 
@@ -547,3 +573,27 @@ def test_verdict_available_exactly_when_kubectl_would_call_the_rollout_done(
     )
     assert (v.reason == "Available") == done == v.status
     assert v.reason in {"Available", "RolloutInProgress", "Unavailable"}
+
+
+def test_hand_back_takes_the_live_value_of_fields_another_manager_shares() -> None:
+    """Override took part of app's readiness probe (the user's manager kept the rest):
+    it is handed back whole; sidecar's liveness is ours alone and is simply released."""
+    live = deployment()
+    live["spec"]["template"]["spec"]["containers"][1][LIVENESS] = LIVE_PROBE
+    live["metadata"]["managedFields"] = [
+        managed("kubectl-client-side-apply", "app", READINESS),
+        managed("appinfra-healthpolicy", "app", READINESS),
+        managed("appinfra-healthpolicy", "sidecar", LIVENESS),
+    ]
+    intent = hand_back_intent(live, "appinfra-healthpolicy")
+    assert intent is not None
+    assert intent["metadata"] == {"name": "payments", "namespace": "shop"}
+    assert containers(intent) == {"app": {"name": "app", READINESS: APP_OWN_READINESS}}
+    assert containers(intent)["app"][READINESS] is not APP_OWN_READINESS  # a copy
+
+
+def test_nothing_to_hand_back_when_no_other_manager_shares_our_fields() -> None:
+    live = deployment()
+    live["metadata"]["managedFields"] = [managed("appinfra-healthpolicy", "sidecar", LIVENESS)]
+    assert hand_back_intent(live, "appinfra-healthpolicy") is None
+    assert hand_back_intent(deployment(), "appinfra-healthpolicy") is None

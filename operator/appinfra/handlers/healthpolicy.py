@@ -5,16 +5,43 @@ event, not by polling)."""
 from __future__ import annotations
 
 from appinfra.api.kinds import HEALTH_POLICY
-from appinfra.controller import Runtime
-from appinfra.kube.client import KubeError
+from appinfra.controller import TARGET_CLAIM, Runtime, target_key
+from appinfra.kube.client import KubeError, Obj
 from appinfra.kube.conditions import ACCEPTED, Condition
 from appinfra.kube.resources import DEPLOYMENT, HEALTHPOLICY
 from appinfra.kube.workqueue import Requeue
 from appinfra.render.common import Owner
-from appinfra.render.healthpolicy import health_verdict, render_healthpolicy
+from appinfra.render.healthpolicy import hand_back_intent, health_verdict, render_healthpolicy
 
 MANAGER = "appinfra-healthpolicy"
+HANDED_BACK = "released-from-appinfra"
+"""Holds the probes an Override replaced after the policy is deleted (not an appinfra
+manager any more: appinfra never applies as it again and uninstall leaves it alone)."""
 APPLIED = "appinfra.dev/applied-healthpolicy"
+
+
+def _hand_back(rt: Runtime, body: Obj) -> None:
+    """Before the release: probes of ours that replaced a container's own (Override) are
+    applied once more by HANDED_BACK, so that they stay as they are instead of being
+    stripped to a mix the API server may reject (see render.healthpolicy.hand_back_intent).
+    Only the policy the Deployment names as its HealthPolicy does this, as for release."""
+    meta = body["metadata"]
+    claim = (meta.get("annotations") or {}).get(TARGET_CLAIM) or "/".join(target_key(body)[1:])
+    kind, _, target = claim.partition("/")
+    if kind != DEPLOYMENT.kind or not target:
+        return
+    # A GET, not the cache: the cache keeps only appinfra's managedFields entries, and
+    # whether another manager holds part of a probe is the question here.
+    live = rt.kube.get(DEPLOYMENT, meta["namespace"], target)
+    owner = Owner.of(body)
+    if (
+        live is None
+        or (live["metadata"].get("annotations") or {}).get(owner.target_annotation) != owner.name
+    ):
+        return
+    intent = hand_back_intent(live, MANAGER)
+    if intent is not None:
+        rt.store.write_through(DEPLOYMENT, rt.kube.apply(DEPLOYMENT, intent, HANDED_BACK))
 
 
 def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
@@ -22,6 +49,7 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
     if body is None:
         return None
     if body["metadata"].get("deletionTimestamp"):
+        _hand_back(rt, body)
         rt.release_target(HEALTHPOLICY, body)
         return None
     spec = rt.admit(HEALTHPOLICY, HEALTH_POLICY, body)

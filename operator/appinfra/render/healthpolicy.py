@@ -11,10 +11,23 @@ again: a flapping loop. So "the container has its own probe" means "the live
 container has it and our field manager does not own it". Ownership comes from
 `metadata.managedFields` (see `owned_container_fields`).
 
-Override mode and server-side apply. Apply merges a probe field by field, so
-overriding a user's `tcpSocket` probe with an `httpGet` one would leave both
-handlers on the probe, which the API server rejects. That case is reported as a
-problem instead of being left to fail at apply time.
+Override mode and server-side apply. Apply merges a probe field by field: it
+sets the fields the intent names (force takes them from their other owner) and
+leaves every other field where it was. So that the policy's probe replaces the
+container's whole, Override names every field a probe of that handler can carry:
+the ones the policy leaves out get what the API server stores for "unset" (its
+defaults, or the zero value that is not stored). Otherwise a user's
+`scheme: HTTPS` or `periodSeconds: 7` would live on inside the policy's probe.
+The one field that cannot be cleared this way is the probe's own
+`terminationGracePeriodSeconds` (a pointer: apply cannot set it to "unset").
+
+A different handler type cannot be replaced. Overriding a user's `tcpSocket`
+probe with an `httpGet` one would leave both handlers on the probe (apply never
+removes a field another manager owns, force or not), which the API server
+rejects. Removing the user's handler would take a non-apply write that strips it
+from their field manager, and their next `kubectl apply` or Helm upgrade of the
+unchanged manifest would put it back next to ours and be rejected in turn. That
+case is reported as a problem naming both handlers instead.
 
 preStop uses the core/v1 `sleep` action (`lifecycle.preStop.sleep.seconds`),
 not `exec: [sleep, N]`: the exec form needs a `sleep` binary in the image, and
@@ -26,6 +39,7 @@ Kubernetes 1.30, GA in 1.34), so it works for every image.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterator, Set
 from dataclasses import dataclass, field
@@ -43,6 +57,20 @@ element of every `ours` pair is one of these four."""
 
 _PROBES = (("liveness", LIVENESS), ("readiness", READINESS), ("startup", STARTUP))
 _HANDLERS = ("exec", "httpGet", "tcpSocket", "grpc", "sleep")
+# What a probe field the policy leaves out becomes in Override mode: the API server's
+# default, or a zero value it does not store (0, "", []). See the module docstring.
+_PROBE_UNSET = {
+    "initialDelaySeconds": 0,
+    "periodSeconds": 10,
+    "timeoutSeconds": 1,
+    "successThreshold": 1,
+    "failureThreshold": 3,
+}
+_HANDLER_UNSET: dict[str, Obj] = {
+    "httpGet": {"host": "", "scheme": "HTTP", "httpHeaders": []},
+    "tcpSocket": {"host": ""},
+    "grpc": {"service": ""},
+}
 _DEFAULT_GRACE_SECONDS = 30  # what the API server fills in when the pod spec leaves it unset
 
 Ours = Set[tuple[str, str]]
@@ -64,18 +92,65 @@ def owned_container_fields(deployment: Obj, manager: str) -> set[tuple[str, str]
     """
     owned: set[tuple[str, str]] = set()
     for entry in deployment.get("metadata", {}).get("managedFields") or []:
-        if entry.get("manager") != manager:
-            continue
-        fields = entry.get("fieldsV1") or {}
-        containers = _descend(fields, "spec", "template", "spec", "containers") or {}
-        for key, owned_fields in containers.items():
-            if not key.startswith("k:"):
-                continue
-            name = json.loads(key[2:]).get("name")
-            for path in (LIVENESS, READINESS, STARTUP, PRE_STOP):
-                if name and _descend(owned_fields, *path.split(".")) is not None:
-                    owned.add((name, path))
+        if entry.get("manager") == manager:
+            owned |= _entry_fields(entry)
     return owned
+
+
+def _entry_fields(entry: Obj) -> set[tuple[str, str]]:
+    """The (container name, field) pairs one managedFields entry holds any part of."""
+    owned: set[tuple[str, str]] = set()
+    fields = entry.get("fieldsV1") or {}
+    containers = _descend(fields, "spec", "template", "spec", "containers") or {}
+    for key, owned_fields in containers.items():
+        if not key.startswith("k:"):
+            continue
+        name = json.loads(key[2:]).get("name")
+        for path in (LIVENESS, READINESS, STARTUP, PRE_STOP):
+            if name and _descend(owned_fields, *path.split(".")) is not None:
+                owned.add((name, path))
+    return owned
+
+
+def hand_back_intent(deployment: Obj, manager: str) -> Obj | None:
+    """What to apply, as another field manager, before `manager` releases its fields:
+    the live value of every field of ours that another manager holds a part of.
+
+    That is a probe (or preStop hook) that replaced the container's own: force took the
+    values that differed, the user's manager kept the rest. Releasing alone would drop
+    exactly the parts we took and leave a mix of both, or a probe without its port or
+    handler that the API server rejects, so the deletion could never finish. Applied
+    again by a second manager with the same values, the fields stay as they are when our
+    manager lets go (the container's own values are gone: the API server keeps none).
+    None when there is nothing to hand back.
+    """
+    entries = deployment.get("metadata", {}).get("managedFields") or []
+    ours = owned_container_fields(deployment, manager)
+    theirs: set[tuple[str, str]] = set()
+    for entry in entries:
+        if entry.get("manager") != manager:
+            theirs |= _entry_fields(entry)
+    pod = deployment.get("spec", {}).get("template", {}).get("spec", {})
+    live = {c["name"]: c for c in pod.get("containers") or []}
+    intents: dict[str, Obj] = {}
+    for name, path in sorted(ours & theirs):
+        value = _live_field(live.get(name) or {}, path)
+        if value is None:
+            continue
+        target = intents.setdefault(name, {"name": name})
+        *parents, leaf = path.split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = copy.deepcopy(value)
+    if not intents:
+        return None
+    meta = deployment["metadata"]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+        "spec": {"template": {"spec": {"containers": list(intents.values())}}},
+    }
 
 
 def _descend(fields: Any, *names: str) -> Any:
@@ -94,6 +169,15 @@ def _live_field(container: Obj, path: str) -> Obj | None:
 
 def _handler(body: Obj) -> str | None:
     return next((h for h in _HANDLERS if body.get(h) is not None), None)
+
+
+def whole_probe(body: Obj) -> Obj:
+    """`body` with every field it leaves out set to what the API server stores for unset."""
+    out = {**_PROBE_UNSET, **body}
+    handler = _handler(body)
+    if handler in _HANDLER_UNSET:
+        out[handler] = {**_HANDLER_UNSET[handler], **body[handler]}
+    return out
 
 
 def _port_problems(where: str, body: Obj, container: Obj) -> Iterator[str]:
@@ -128,9 +212,9 @@ class _Shaper:
             if theirs is not None and theirs != mine:
                 self.problems.append(
                     f'{where}: container "{name}" has its own {path} using {theirs}; server-side '
-                    f"apply replaces only the fields it sets, so Override with {mine} would leave "
-                    f"both handlers and the API server rejects that; use {theirs} in {where} or "
-                    f"remove the container's own {path}"
+                    f"apply cannot remove a field another manager owns, so Override with {mine} "
+                    f"would leave both handlers and the API server rejects that; use {theirs} in "
+                    f"{where} or remove the container's own {path}"
                 )
                 return
         self.problems.extend(_port_problems(where, body, self.containers[name]))
@@ -162,12 +246,14 @@ def render_healthpolicy(
     ]
     selected = {n: c for n, c in live.items() if not spec.containers or n in spec.containers}
     owned = owned_container_fields(deployment, owner.field_manager) if ours is None else ours
-    shaper = _Shaper(spec.mode == "Override", selected, owned)
+    override = spec.mode == "Override"
+    shaper = _Shaper(override, selected, owned)
     for attr, path in _PROBES:
         probe: Probe | None = getattr(spec, attr)
         if probe is not None:
             for name in selected:
-                shaper.set(f"spec.{attr}", name, path, probe.to_api())
+                body = probe.to_api()
+                shaper.set(f"spec.{attr}", name, path, whole_probe(body) if override else body)
 
     pod_fields: Obj = {}
     shutdown = spec.graceful_shutdown
