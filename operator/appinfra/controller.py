@@ -250,7 +250,7 @@ class Runtime:
         section that stopped writing there) releases the old target's fields first."""
         meta = body["metadata"]
         wanted = f"{target.kind}/{name}" if target is not None else None
-        previous = self._claim(body)
+        previous = self.claimed(body)
         finalizers = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
         if wanted:
             finalizers.append(FINALIZER)
@@ -270,7 +270,7 @@ class Runtime:
         self.store.write_through(res, out)
         return out
 
-    def _claim(self, body: Obj) -> str | None:
+    def claimed(self, body: Obj) -> str | None:
         """`<Kind>/<name>` of the target holding our fields, if any. Resources from before
         the note existed hold the finalizer only: their target is the one in the spec."""
         meta = body["metadata"]
@@ -397,7 +397,7 @@ class Runtime:
         meta = body["metadata"]
         if FINALIZER not in (meta.get("finalizers") or []):
             return
-        claim = self._claim(body)
+        claim = self.claimed(body)
         if claim:
             self._release_claim(body, claim)
         finalizers = [f for f in meta.get("finalizers") or [] if f != FINALIZER]

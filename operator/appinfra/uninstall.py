@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 
 from appinfra.api.operatorconfig import OperatorConfig
 from appinfra.controller import FINALIZER, Runtime
+from appinfra.handlers.healthpolicy import hand_back
 from appinfra.kube.client import Kube, Obj
 from appinfra.kube.credentials import provider_kube
 from appinfra.kube.resources import (
@@ -49,6 +50,8 @@ def uninstall(kube: Kube, namespaces: Sequence[str] = ()) -> list[str]:
             for body in _listed(kube, res, namespace):
                 meta = body["metadata"]
                 if FINALIZER in (meta.get("finalizers") or []):
+                    if res is HEALTHPOLICY:
+                        hand_back(rt, body)  # replaced probes stay valid (see there)
                     rt.release_target(res, body)
                     released.append(f"{res.kind} {meta['namespace']}/{meta['name']}")
     return released

@@ -5,7 +5,7 @@ event, not by polling)."""
 from __future__ import annotations
 
 from appinfra.api.kinds import HEALTH_POLICY
-from appinfra.controller import TARGET_CLAIM, Runtime, target_key
+from appinfra.controller import Runtime
 from appinfra.kube.client import KubeError, Obj
 from appinfra.kube.conditions import ACCEPTED, Condition
 from appinfra.kube.resources import DEPLOYMENT, HEALTHPOLICY
@@ -20,14 +20,13 @@ manager any more: appinfra never applies as it again and uninstall leaves it alo
 APPLIED = "appinfra.dev/applied-healthpolicy"
 
 
-def _hand_back(rt: Runtime, body: Obj) -> None:
+def hand_back(rt: Runtime, body: Obj) -> None:
     """Before the release: probes of ours that replaced a container's own (Override) are
     applied once more by HANDED_BACK, so that they stay as they are instead of being
     stripped to a mix the API server may reject (see render.healthpolicy.hand_back_intent).
     Only the policy the Deployment names as its HealthPolicy does this, as for release."""
     meta = body["metadata"]
-    claim = (meta.get("annotations") or {}).get(TARGET_CLAIM) or "/".join(target_key(body)[1:])
-    kind, _, target = claim.partition("/")
+    kind, _, target = (rt.claimed(body) or "").partition("/")
     if kind != DEPLOYMENT.kind or not target:
         return
     # A GET, not the cache: the cache keeps only appinfra's managedFields entries, and
@@ -49,7 +48,7 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
     if body is None:
         return None
     if body["metadata"].get("deletionTimestamp"):
-        _hand_back(rt, body)
+        hand_back(rt, body)
         rt.release_target(HEALTHPOLICY, body)
         return None
     spec = rt.admit(HEALTHPOLICY, HEALTH_POLICY, body)
