@@ -7,7 +7,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv controlplane helm cluster run test test-unit test-e2e lint format crds bench kind-up clean
+.PHONY: help venv controlplane helm cluster run test test-unit test-e2e lint format crds bench kind-up clean rbac-ablation
 
 help:
 	@echo "make run        the operator against the current kube context (or a local control plane)"
@@ -19,6 +19,7 @@ help:
 	@echo "make crds       regenerate crds/ (and the chart's copy) from the API models"
 	@echo "make helm       build bin/helm from its Go module (used by the chart tests)"
 	@echo "make bench      benchmarks (not part of make test; about 10 minutes, plus the first build)"
+	@echo "make rbac-ablation  remove each chart RBAC permission in turn; show what breaks (not in make test)"
 	@echo "make kind-up    a kind cluster with the chart and the examples (needs Docker)"
 
 # The venv is rebuilt when the dependency lock changes.
@@ -67,6 +68,11 @@ test: lint controlplane helm
 
 bench: venv controlplane
 	$(VENV)/bin/python bench/run.py
+
+## Least privilege, proven: one chart permission removed at a time, the scenario that breaks
+## printed for each (tests/support/rbac_ablation.py). Not part of `make test`; see README.
+rbac-ablation: venv controlplane helm
+	hack/rbac-ablation.sh $(ABLATION_ARGS)
 
 kind-up: venv
 	hack/kind-up.sh

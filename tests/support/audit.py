@@ -37,11 +37,12 @@ AUDIT_POLICY: dict[str, Any] = {
 }
 
 
-def apiserver_args(home: Path) -> tuple[Path, list[str]]:
-    """The audit log path under `home`/logs and the `controlplane up` flags that write it."""
+def apiserver_args(home: Path, rules: dict[str, Any] | None = None) -> tuple[Path, list[str]]:
+    """The audit log path under `home`/logs and the `controlplane up` flags that write it;
+    `rules`: a policy of its own instead of AUDIT_POLICY."""
     (home / "logs").mkdir(parents=True, exist_ok=True)
     policy = home / "audit-policy.yaml"
-    policy.write_text(yaml.safe_dump(AUDIT_POLICY))
+    policy.write_text(yaml.safe_dump(rules or AUDIT_POLICY))
     log = home / "logs" / "audit.log"
     return log, [
         f"--apiserver-arg=--audit-policy-file={policy}",
@@ -109,6 +110,16 @@ def writes_by(audit_log: Path, username: str, *, leases: bool = False) -> list[W
             )
         )
     return sorted(out, key=lambda w: w.received)
+
+
+def requests_by(audit_log: Path, username: str) -> list[dict[str, Any]]:
+    """Every completed request of `username` the policy logged (raw audit events)."""
+    out = []
+    for line in audit_log.read_text().splitlines():
+        event = json.loads(line)
+        if event.get("stage") == "ResponseComplete" and event["user"]["username"] == username:
+            out.append(event)
+    return out
 
 
 def bao_request_paths(audit_log: Path) -> list[str]:

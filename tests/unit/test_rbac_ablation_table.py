@@ -1,0 +1,26 @@
+"""The RBAC ablation (`make rbac-ablation`, tests/support/rbac_ablation.py) runs outside
+`make test`; this cheap check keeps its table complete: every permission the chart
+grants names the scenario that breaks without it, so a new rule cannot be added
+without one. Needs bin/helm, like tests/unit/test_chart.py."""
+
+from __future__ import annotations
+
+from tests.support.rbac import chart_rules
+from tests.support.rbac_ablation import SCENARIO_FOR, SCENARIOS, STORES, permissions
+
+
+def test_every_permission_the_chart_grants_has_an_ablation_scenario() -> None:
+    granted = set(permissions(chart_rules(STORES)))
+    assert sorted(granted - set(SCENARIO_FOR)) == [], "add these to SCENARIO_FOR"
+    assert sorted(set(SCENARIO_FOR) - granted) == [], "the chart no longer grants these"
+
+
+def test_every_scenario_the_table_names_exists() -> None:
+    assert sorted(set(SCENARIO_FOR.values()) - set(SCENARIOS)) == []
+
+
+def test_the_ablation_stores_make_the_chart_grant_its_conditional_rules() -> None:
+    # TokenRequest is granted only for kubernetes-auth stores: the ablation has one.
+    assert any(
+        key.startswith("core/serviceaccounts/token") for key in permissions(chart_rules(STORES))
+    )
