@@ -35,8 +35,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import hvac
 import yaml
-from kubernetes import client
 
+from appinfra.kube.client import Kube, KubeError
 from tests.e2e.conftest import ControlPlane, Operator
 from tests.support.audit import apiserver_args, requests_by, service_account_user
 from tests.support.kube import Cluster
@@ -178,7 +178,7 @@ SCENARIO_FOR: dict[str, str] = {
 @dataclass
 class Ctx:
     cluster: Cluster
-    api: client.ApiClient
+    api: Kube  # the operator's own JSON client, with the admin's credentials
     namespace: str
     bao: hvac.Client
     operator: Operator
@@ -187,12 +187,9 @@ class Ctx:
 
 def _get(ctx: Ctx, path: str) -> dict[str, Any] | None:
     try:
-        out: dict[str, Any] = ctx.api.call_api(
-            path, "GET", response_type="object", auth_settings=["BearerToken"],
-            _return_http_data_only=True, header_params={"Accept": "application/json"},
-        )  # fmt: skip
-    except client.ApiException as exc:
-        if exc.status == 404:
+        out: dict[str, Any] = ctx.api.request("GET", path)
+    except KubeError as exc:
+        if exc.not_found:
             return None
         raise
     return out
@@ -227,7 +224,7 @@ def _obj(ctx: Ctx, kind: str, name: str) -> dict[str, Any] | None:
 def _until(what: str, check: Callable[[], bool], timeout: float = TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(client.ApiException):
+        with contextlib.suppress(KubeError):
             if check():
                 return
         time.sleep(1)
@@ -265,7 +262,7 @@ def _gone(ctx: Ctx, kind: str, name: str) -> None:
 
 
 def _delete(ctx: Ctx, kind: str, name: str) -> None:
-    ctx.api.call_api(_path(kind, ctx.namespace, name), "DELETE", auth_settings=["BearerToken"])
+    ctx.api.request("DELETE", _path(kind, ctx.namespace, name))
 
 
 def _apply(ctx: Ctx, *objs: dict[str, Any]) -> None:
@@ -697,7 +694,7 @@ def run_one(env: Env, removed: str, rules: dict[str, Rule]) -> Outcome:
     except Exception as exc:
         return Outcome(removed, user, {"start": type(exc).__name__}, time.monotonic() - started)
     api = env.cluster.api()
-    ctx = Ctx(env.cluster, api, ns, env.bao, op, pod)
+    ctx = Ctx(env.cluster, Kube(api), ns, env.bao, op, pod)
     try:
 
         def chain(steps: list[Callable[[Ctx], None]]) -> None:
