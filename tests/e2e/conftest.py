@@ -309,6 +309,12 @@ def openbao(workdir: Path) -> Iterator[OpenBao]:
     token = secrets.token_hex(16)
     home = workdir / "openbao"
     home.mkdir(parents=True, exist_ok=True)
+    # OpenBao enables audit devices only from its configuration file, not through the API.
+    audit_log = home / "audit.log"
+    config = home / "audit.hcl"
+    config.write_text(
+        f'audit "file" "file" {{\n  options {{\n    file_path = "{audit_log}"\n  }}\n}}\n'
+    )
     proc = ServerProcess(
         "openbao",
         [
@@ -317,6 +323,7 @@ def openbao(workdir: Path) -> Iterator[OpenBao]:
             "-dev",
             f"-dev-root-token-id={token}",
             f"-dev-listen-address=127.0.0.1:{port}",
+            f"-config={config}",
         ],
         home,
         # HOME: the dev server stores its token helper file there; keep it out of ~.
@@ -325,10 +332,6 @@ def openbao(workdir: Path) -> Iterator[OpenBao]:
     STARTED.append(proc)
     address = f"http://127.0.0.1:{port}"
     proc.wait_ready(lambda: http_ok(f"{address}/v1/sys/health"), 60)
-    audit_log = home / "audit.log"
-    hvac.Client(url=address, token=token).sys.enable_audit_device(
-        "file", options={"file_path": str(audit_log)}
-    )
     try:
         yield OpenBao(address, token, proc, audit_log)
     finally:

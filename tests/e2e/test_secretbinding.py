@@ -12,7 +12,7 @@ import boto3
 import pytest
 
 from tests.e2e.conftest import CANARY, Operator, Stores
-from tests.support.audit import bao_request_paths
+from tests.support.audit import bao_reads
 from tests.support.kube import Cluster
 from tests.support.objects import (
     apply,
@@ -217,7 +217,7 @@ def test_forbidden_namespace_or_prefix_makes_no_backend_call(
     apply(cluster, binding(namespace, "allowed", "vault-shared", data=data))
     wait_condition(cluster, SB, namespace, "allowed", "Ready", "True")
     time.sleep(2)  # time for a (wrong) late read of the refused keys
-    reads = [p for p in bao_request_paths(stores.bao_audit_log) if p.startswith("secret/data/")]
+    reads = bao_reads(stores.bao_audit_log)
     assert f"secret/data/{allowed}" in reads
     assert f"secret/data/{guarded}" not in reads
     assert f"secret/data/{outside}" not in reads

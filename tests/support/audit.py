@@ -122,14 +122,16 @@ def requests_by(audit_log: Path, username: str) -> list[dict[str, Any]]:
     return out
 
 
-def bao_request_paths(audit_log: Path) -> list[str]:
-    """The path of every request OpenBao's file audit device recorded, in order.
+def bao_reads(audit_log: Path) -> list[str]:
+    """The path of every read OpenBao's file audit device recorded, in order (writes, such
+    as a test putting the secret there first, are left out).
 
     Paths are logged in clear (only values are HMAC'd), so a test can look for the
     secret keys it expects never to be read."""
     paths = []
     for line in audit_log.read_text().splitlines():
         entry = json.loads(line)
-        if entry.get("type") == "request":
-            paths.append(str((entry.get("request") or {}).get("path", "")))
+        request = entry.get("request") or {}
+        if entry.get("type") == "request" and request.get("operation") in ("read", "list"):
+            paths.append(str(request.get("path", "")))
     return paths
