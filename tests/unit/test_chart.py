@@ -66,6 +66,7 @@ TOKEN_RULES = _rules(("", "serviceaccounts/token", "create"))
 # Cluster-scoped reads kopf needs in every mode.
 CLUSTER_SCOPED_RULES = _rules(
     ("apiextensions.k8s.io", "customresourcedefinitions", "list watch"),
+    ("", "namespaces", "list watch"),
 )
 LEASE_RULES = _rules(("coordination.k8s.io", "leases", "get create update"))
 

@@ -106,14 +106,17 @@ Each rule names its verbs exactly; no wildcards anywhere.
 {{- end -}}
 
 {{/*
-Cluster-scoped reads kopf needs in every mode: its resource observer lists and watches
-CRDs, to notice the appinfra kinds installed or changed after it started. (Namespaces
-are not read: cluster-wide, kopf does not scan them; with exact --namespace names it
-falls back to those names.)
+Cluster-scoped reads of kopf: its resource observer lists and watches CRDs, to notice
+the appinfra kinds installed or changed after it started; with --namespace (the
+watchNamespaces mode) it lists namespaces at start (without, it retries for about a
+minute before it handles anything) and watches them (a watched namespace created later).
 */}}
 {{- define "appinfra.clusterScopedRules" -}}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
+  verbs: ["list", "watch"]
+- apiGroups: [""]
+  resources: ["namespaces"]
   verbs: ["list", "watch"]
 {{- end -}}
 
