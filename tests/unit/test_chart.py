@@ -53,12 +53,12 @@ NAMESPACED_RULES = _rules(
         "serviceprofiles/finalizers secretbindings/finalizers ratelimitpolicies/finalizers",
         "update",
     ),
-    ("apps", "deployments", "get list watch patch"),
+    ("apps", "deployments", "list watch patch"),
     ("", "configmaps secrets", CHILD_VERBS),
     ("autoscaling", "horizontalpodautoscalers", CHILD_VERBS),
     ("networking.k8s.io", "networkpolicies", CHILD_VERBS),
     ("policy", "poddisruptionbudgets", CHILD_VERBS),
-    ("networking.k8s.io", "ingresses", "get list watch patch"),
+    ("networking.k8s.io", "ingresses", "list watch patch"),
     ("", "events", "create"),
 )
 # Only with a kubernetes-auth store, and then limited by resourceNames (checked below).

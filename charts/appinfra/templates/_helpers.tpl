@@ -69,10 +69,11 @@ Each rule names its verbs exactly; no wildcards anywhere.
 - apiGroups: ["appinfra.dev"]
   resources: ["serviceprofiles/finalizers", "secretbindings/finalizers", "ratelimitpolicies/finalizers"]
   verbs: ["update"]
-# Target Deployments: read, and server-side apply of the operator's fields (never create/delete).
+# Target Deployments: watched (read from the cache, never one by one), and server-side
+# apply of the operator's fields (never create/delete).
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 # Rendered ConfigMaps and synced Secrets (children); Secrets are also read for store credentials.
 - apiGroups: [""]
   resources: ["configmaps", "secrets"]
@@ -87,10 +88,10 @@ Each rule names its verbs exactly; no wildcards anywhere.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# RateLimitPolicy targets: annotations on Ingresses.
+# RateLimitPolicy targets: annotations on Ingresses (read from the watch cache).
 - apiGroups: ["networking.k8s.io"]
   resources: ["ingresses"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 # Events about the resources: the operator creates core/v1 Events (kopf's posting is off).
 - apiGroups: [""]
   resources: ["events"]
