@@ -92,7 +92,8 @@ def permissions(rules: list[Rule]) -> dict[str, Rule]:
     return out
 
 
-# What breaks without each permission (the scenario names are the functions below).
+# What breaks without each permission (the scenario names are the functions below;
+# "a|b": either, whichever a race decides).
 SCENARIO_FOR: dict[str, str] = {
     # The four kinds: kopf lists and watches them; a deleted one is confirmed gone with a
     # GET; the finalizer is a merge patch.
@@ -155,7 +156,9 @@ SCENARIO_FOR: dict[str, str] = {
     "networking.k8s.io/networkpolicies:delete": "profile-prune",
     "policy/poddisruptionbudgets:get": "profile-taken",
     "policy/poddisruptionbudgets:list": "profile",
-    "policy/poddisruptionbudgets:watch": "profile-drift",
+    # Without the watch the cache keeps what it listed: a deleted PDB is not recreated, or
+    # (when another child's event recreated it first) a dropped section's PDB stays.
+    "policy/poddisruptionbudgets:watch": "profile-drift|profile-prune",
     "policy/poddisruptionbudgets:create": "profile",
     "policy/poddisruptionbudgets:patch": "profile-change",
     "policy/poddisruptionbudgets:delete": "profile-prune",
@@ -314,13 +317,13 @@ def profile_change(ctx: Ctx) -> None:
     spec["config"]["data"]["A"] = "2"
     spec["autoscaling"]["maxReplicas"] = 3
     spec["network"]["ingress"] = [{"from": [{"podSelector": {"matchLabels": {"x": "y"}}}]}]
-    spec["disruption"] = {"maxUnavailable": 1}
+    spec["disruption"] = {"minAvailable": 2}
     _apply(ctx, _kind("ServiceProfile", ctx.namespace, "web", spec))
     wanted: dict[tuple[str, str], Callable[[dict[str, Any]], bool]] = {
         ("configmap", "web-config"): lambda o: (o.get("data") or {}).get("A") == "2",
         ("hpa", "web"): lambda o: o["spec"].get("maxReplicas") == 3,
         ("networkpolicy", "web"): lambda o: "matchLabels" in json.dumps(o["spec"]),
-        ("pdb", "web"): lambda o: o["spec"].get("maxUnavailable") == 1,
+        ("pdb", "web"): lambda o: o["spec"].get("minAvailable") == 2,
     }
     for (kind, name), check in wanted.items():
         _until(f"{kind}/{name} changed", lambda k=kind, n=name, c=check: c(_obj(ctx, k, n) or {}))
@@ -840,7 +843,8 @@ def main(argv: list[str] | None = None) -> int:
                 # did not run, and proves nothing.
                 ran = [k for k, why in outcome.broke.items() if not why.startswith("after ")]
                 # "start": the operator never became ready, so every scenario broke.
-                ok = expected in ran or "start" in ran or removed in NOT_PROVEN
+                ok = bool(set(expected.split("|")) & set(ran)) or "start" in ran
+                ok = ok or removed in NOT_PROVEN
                 with lock:
                     failures += not ok
                     shown = ", ".join(sorted(ran)) or "NOTHING"
