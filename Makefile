@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: help venv controlplane helm luahealth envoy-ratelimit cluster run test test-unit test-e2e \
-	test-envoy-ratelimit lint format crds bench kind-up clean
+	test-envoy-ratelimit lint format crds bench kind-up clean rbac-ablation
 
 help:
 	@echo "make run        the operator against the current kube context (or a local control plane)"
@@ -21,6 +21,7 @@ help:
 	@echo "make helm       build bin/helm from its Go module (used by the chart tests)"
 	@echo "make bench      benchmarks (not part of make test; about 10 minutes, plus the first build)"
 	@echo "make test-envoy-ratelimit  the EnvoyRateLimit config in the real envoyproxy/ratelimit (not part of make test)"
+	@echo "make rbac-ablation  remove each chart RBAC permission in turn; show what breaks (not in make test)"
 	@echo "make kind-up    a kind cluster with the chart and the examples (needs Docker)"
 
 # The venv is rebuilt when the dependency lock changes.
@@ -86,6 +87,11 @@ test-envoy-ratelimit: venv envoy-ratelimit
 
 bench: venv controlplane
 	$(VENV)/bin/python bench/run.py
+
+## Least privilege, proven: one chart permission removed at a time, the scenario that breaks
+## printed for each (tests/support/rbac_ablation.py). Not part of `make test`; see README.
+rbac-ablation: venv controlplane helm
+	hack/rbac-ablation.sh $(ABLATION_ARGS)
 
 kind-up: venv
 	hack/kind-up.sh

@@ -26,6 +26,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from tests.support.audit import apiserver_args
 from tests.support.kube import Cluster
 from tests.support.openbao import enable_kubernetes_auth
 from tests.support.rbac import chart_rules, service_account_kubeconfig
@@ -45,11 +46,14 @@ def workdir() -> Iterator[Path]:
 class ControlPlane:
     """The local control plane; restartable on the same data for fault tests."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, audit: bool = False):
         self.dir = workdir / "controlplane"
         self.kubeconfig = self.dir / "kubeconfig"
         self.port = free_port()
         self.process: ServerProcess | None = None
+        # Writes, per user, as the API server saw them: tests count there, not in the
+        # operator's own metrics (tests/support/audit.py). Off for the benchmarks.
+        self.audit_log, self.audit_args = apiserver_args(self.dir) if audit else (None, [])
 
     def start(self, timeout: float = 180) -> None:
         self.kubeconfig.unlink(missing_ok=True)
@@ -70,6 +74,7 @@ class ControlPlane:
                 # As hardened clusters do: setting blockOwnerDeletion on a child needs
                 # update on the owner's finalizers, so the chart's RBAC is tested for it.
                 "--apiserver-arg=--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
+                *self.audit_args,
             ],
             self.dir,
         ).start()
@@ -91,12 +96,20 @@ def cluster(workdir: Path) -> Iterator[Cluster]:
     if external:
         yield Cluster(Path(external))
         return
-    plane = ControlPlane(workdir)
+    plane = ControlPlane(workdir, audit=True)
     plane.start()
     try:
         yield Cluster(plane.kubeconfig)
     finally:
         plane.stop()
+
+
+@pytest.fixture(scope="session")
+def audit_log(cluster: Cluster, workdir: Path) -> Path:
+    """The session control plane's audit log of writes (tests/support/audit.py)."""
+    if os.environ.get("APPINFRA_TEST_KUBECONFIG"):
+        pytest.skip("counts writes in the local control plane's audit log")
+    return workdir / "controlplane" / "logs" / "audit.log"
 
 
 @pytest.fixture(scope="session")
@@ -160,6 +173,7 @@ class Stores:
     bao: hvac.Client
     moto: Moto
     config_path: Path
+    bao_audit_log: Path  # OpenBao's file audit device: every request it served, by path
 
     def write(self) -> None:
         self.config_path.write_text(yaml.safe_dump(self.config))
@@ -226,7 +240,7 @@ def stores(cluster: Cluster, openbao: OpenBao, moto: Moto, workdir: Path) -> Sto
         },
         "rateLimit": {"defaultEnforcement": "IngressNginx"},
     }  # fmt: skip
-    result = Stores(config, bao, moto, workdir / "operator-config.yaml")
+    result = Stores(config, bao, moto, workdir / "operator-config.yaml", openbao.audit_log)
     result.write()
     return result
 
@@ -284,6 +298,9 @@ class OpenBao:
     address: str
     root_token: str
     process: ServerProcess
+    # Every request OpenBao served, with its path (values HMAC'd): tests assert on what
+    # reached the backend here, not on the operator's own counters.
+    audit_log: Path
 
 
 @pytest.fixture(scope="session")
@@ -292,6 +309,12 @@ def openbao(workdir: Path) -> Iterator[OpenBao]:
     token = secrets.token_hex(16)
     home = workdir / "openbao"
     home.mkdir(parents=True, exist_ok=True)
+    # OpenBao enables audit devices only from its configuration file, not through the API.
+    audit_log = home / "audit.log"
+    config = home / "audit.hcl"
+    config.write_text(
+        f'audit "file" "file" {{\n  options {{\n    file_path = "{audit_log}"\n  }}\n}}\n'
+    )
     proc = ServerProcess(
         "openbao",
         [
@@ -300,6 +323,7 @@ def openbao(workdir: Path) -> Iterator[OpenBao]:
             "-dev",
             f"-dev-root-token-id={token}",
             f"-dev-listen-address=127.0.0.1:{port}",
+            f"-config={config}",
         ],
         home,
         # HOME: the dev server stores its token helper file there; keep it out of ~.
@@ -309,7 +333,7 @@ def openbao(workdir: Path) -> Iterator[OpenBao]:
     address = f"http://127.0.0.1:{port}"
     proc.wait_ready(lambda: http_ok(f"{address}/v1/sys/health"), 60)
     try:
-        yield OpenBao(address, token, proc)
+        yield OpenBao(address, token, proc, audit_log)
     finally:
         proc.stop()
 

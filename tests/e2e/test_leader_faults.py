@@ -6,14 +6,13 @@ counted where it matters, at the API server: its audit log records every write w
 the user that sent it and when it arrived and completed. The operators' own counters
 would not do: a replica that believes it stopped writing is exactly the failure.
 
-The control plane here is this module's own, started with an audit policy that logs
-write verbs only (at Metadata level, so no bodies); the session's is left as it is.
+The control plane here is this module's own (no nodes, and a leader cut off from it
+must not disturb other tests), with the same audit policy as the session's
+(tests/support/audit.py: write verbs only, at Metadata level, so no bodies).
 """
 
 from __future__ import annotations
 
-import datetime
-import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,19 +25,13 @@ from kubernetes import client
 
 from tests.e2e.conftest import STARTED, Operator
 from tests.e2e.test_operations import profile
+from tests.support.audit import apiserver_args, service_account_user, writes_by
 from tests.support.kube import Cluster
 from tests.support.objects import apply, deployment, wait_condition
 from tests.support.rbac import chart_rules, service_account_kubeconfig
 from tests.support.servers import REPO, ServerProcess, free_port, tool, wait_until
 from tests.support.tcpproxy import Cut, TcpProxy
 
-WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
-AUDIT_POLICY = {
-    "apiVersion": "audit.k8s.io/v1",
-    "kind": "Policy",
-    "omitStages": ["RequestReceived"],
-    "rules": [{"level": "Metadata", "verbs": sorted(WRITE_VERBS)}, {"level": "None"}],
-}
 SYSTEM_NAMESPACE = "appinfra-system"
 
 
@@ -52,10 +45,7 @@ class Audited:
 def audited(workdir: Path) -> Iterator[Audited]:
     """A control plane of our own whose kube-apiserver writes an audit log of writes."""
     home = workdir / "controlplane-audited"
-    (home / "logs").mkdir(parents=True, exist_ok=True)
-    policy = home / "audit-policy.yaml"
-    policy.write_text(yaml.safe_dump(AUDIT_POLICY))
-    audit_log = home / "logs" / "audit.log"
+    audit_log, audit_args = apiserver_args(home)
     kubeconfig = home / "kubeconfig"
     proc = ServerProcess(
         "controlplane-audited",
@@ -66,12 +56,7 @@ def audited(workdir: Path) -> Iterator[Audited]:
             "--port", str(free_port()),
             "--log-dir", str(home / "logs"),
             "--nodes", "0",  # no Pod needs to run: nothing here waits for availability
-            f"--apiserver-arg=--audit-policy-file={policy}",
-            f"--apiserver-arg=--audit-log-path={audit_log}",
-            "--apiserver-arg=--audit-log-format=json",
-            # Blocking: an event is in the file before its response is sent, so what
-            # the test reads after a request returned includes that request.
-            "--apiserver-arg=--audit-log-mode=blocking",
+            *audit_args,
         ],
         home,
     ).start()  # fmt: skip
@@ -85,47 +70,6 @@ def audited(workdir: Path) -> Iterator[Audited]:
         yield Audited(cluster, audit_log)
     finally:
         proc.stop()
-
-
-@dataclass
-class Write:
-    received: datetime.datetime
-    completed: datetime.datetime
-    what: str
-
-    def __str__(self) -> str:
-        return f"{self.received.time()}..{self.completed.time()} {self.what}"
-
-
-def _stamp(text: str) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def writes_by(audit_log: Path, username: str) -> list[Write]:
-    """Every write `username` sent that reached the API server, Leases excepted (they
-    are how leadership changes hands), in order of arrival. Refused writes count too:
-    a replica that is not the leader must not even try."""
-    out = []
-    for line in audit_log.read_text().splitlines():
-        event = json.loads(line)
-        ref = event.get("objectRef") or {}
-        if (
-            event.get("stage") != "ResponseComplete"
-            or event["user"]["username"] != username
-            or event["verb"] not in WRITE_VERBS
-            or ref.get("resource") == "leases"
-        ):
-            continue
-        code = (event.get("responseStatus") or {}).get("code")
-        name = f"{ref.get('resource')}{'/' + ref['subresource'] if ref.get('subresource') else ''}"
-        out.append(
-            Write(
-                _stamp(event["requestReceivedTimestamp"]),
-                _stamp(event["stageTimestamp"]),
-                f"{event['verb']} {name} {ref.get('namespace', '')}/{ref.get('name', '')} {code}",
-            )
-        )
-    return sorted(out, key=lambda w: w.received)
 
 
 def replica(
@@ -167,7 +111,7 @@ def test_a_cut_off_leader_stops_writing_before_the_standby_takes_over(
         kubeconfigs[name] = service_account_kubeconfig(
             cluster, SYSTEM_NAMESPACE, account, chart_rules(), workdir / f"{account}.kubeconfig"
         )
-        users[name] = f"system:serviceaccount:{SYSTEM_NAMESPACE}:{account}"
+        users[name] = service_account_user(SYSTEM_NAMESPACE, account)
     proxy = TcpProxy(cluster.server).start()
     via(kubeconfigs["replica-a"], proxy)
 

@@ -7,9 +7,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import Operator, Stores
+from tests.e2e.conftest import SYSTEM_NAMESPACE, Operator, Stores
+from tests.support.audit import Write, service_account_user, writes_by
 from tests.support.kube import Cluster
 from tests.support.objects import apply, deployment, wait_condition
+from tests.support.rbac import chart_rules, service_account_kubeconfig
 from tests.support.servers import wait_until
 
 
@@ -104,38 +106,44 @@ def test_json_logs_carry_the_reconciled_object(
     assert len({r["reconcileID"] for r in done}) == len(done)  # one id per reconcile
 
 
-def _writes(op: Operator) -> float:
-    total = 0.0
-    for line in op.metrics().splitlines():
-        ours = line.startswith("appinfra_api_requests_total{")
-        if (
-            ours
-            and 'resource="leases"' not in line
-            and any(f'verb="{v}"' in line for v in ("POST", "PUT", "PATCH", "DELETE"))
-        ):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-def _elected(cluster: Cluster, workdir: Path, namespace: str, name: str) -> Operator:
-    op = Operator(cluster, workdir, f"{name}-{namespace}", "--namespace", namespace,
+def _elected(
+    cluster: Cluster, stores: Stores, workdir: Path, namespace: str, name: str
+) -> tuple[Operator, str]:
+    """A replica with its own ServiceAccount (bound to the chart's rules), so that the
+    API server's audit log tells its writes from the other replicas'; and its user."""
+    account = f"{name}-{namespace}"
+    kubeconfig = service_account_kubeconfig(
+        cluster, SYSTEM_NAMESPACE, account, chart_rules(stores.config["secretStores"]),
+        workdir / f"{account}.kubeconfig",
+    )  # fmt: skip
+    op = Operator(cluster, workdir, account, "--namespace", namespace,
                   "--leader-elect", "--lease-namespace", namespace)  # fmt: skip
     op.process.argv.remove("--all-namespaces")
-    op.process.env["POD_NAME"] = name
-    return op.start()
+    op.process.env.update({"POD_NAME": name, "KUBECONFIG": str(kubeconfig)})
+    return op.start(), service_account_user(SYSTEM_NAMESPACE, account)
+
+
+def _listed(writes: list[Write]) -> str:
+    return "\n".join(map(str, writes))
 
 
 def test_leader_election_hands_over_on_kill_and_on_sigterm(
-    cluster: Cluster, crds: Cluster, stores: Stores, namespace: str, workdir: Path
-) -> None:
-    first = _elected(cluster, workdir, namespace, "replica-a")
+    cluster: Cluster, crds: Cluster, stores: Stores, namespace: str, workdir: Path,
+    audit_log: Path,
+) -> None:  # fmt: skip
+    """Writes are counted per replica at the API server (its audit log), not by the
+    replicas' own counters: a standby that believes it writes nothing is the failure."""
+    first, user_a = _elected(cluster, stores, workdir, namespace, "replica-a")
     wait_until(lambda: sample(first.metrics(), "appinfra_leader") == 1, 30, "a leader")
-    second = _elected(cluster, workdir, namespace, "replica-b")
+    second, user_b = _elected(cluster, stores, workdir, namespace, "replica-b")
     try:
         apply(cluster, deployment(namespace, "e1"), profile(namespace, "e1"))
-        time.sleep(5)
+        wait_condition(cluster, "serviceprofile", namespace, "e1", "Ready", "True", timeout=30)
+        time.sleep(5)  # the standby saw the same events; a write of it would be logged by now
         assert sample(second.metrics(), "appinfra_leader") == 0
-        assert _writes(second) == 0  # the standby writes nothing
+        assert writes_by(audit_log, user_a), "the leader's writes are in the audit log"
+        standby = writes_by(audit_log, user_b)
+        assert standby == [], f"the standby wrote:\n{_listed(standby)}"
         lease = cluster.kubectl_json("-n", namespace, "get", "lease", "appinfra")
         assert lease["spec"]["holderIdentity"] == "replica-a"
 
@@ -146,11 +154,14 @@ def test_leader_election_hands_over_on_kill_and_on_sigterm(
         assert time.monotonic() - killed < 15 + 2 * 2 + 3  # duration + two retry periods
         apply(cluster, deployment(namespace, "e2"), profile(namespace, "e2"))
         wait_condition(cluster, "serviceprofile", namespace, "e2", "Ready", "True", timeout=30)
+        assert writes_by(audit_log, user_b), "the new leader writes"
 
         # SIGTERM: the holder releases at once; a new replica takes over in a retry period.
-        third = _elected(cluster, workdir, namespace, "replica-c")
+        third, user_c = _elected(cluster, stores, workdir, namespace, "replica-c")
         time.sleep(3)
         assert sample(third.metrics(), "appinfra_leader") == 0
+        standby = writes_by(audit_log, user_c)
+        assert standby == [], f"the standby wrote:\n{_listed(standby)}"
         stopped = time.monotonic()
         assert second.process.stop() == 0
         wait_until(lambda: sample(third.metrics(), "appinfra_leader") == 1, 15, "fast takeover")

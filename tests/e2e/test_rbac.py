@@ -1,7 +1,9 @@
 """The chart's RBAC is not only sufficient (the session operator runs with exactly it)
 but necessary: with any one of these rules removed, something users see breaks.
 
-Runs on a private control plane so that no other operator can mask a failure.
+Runs on a private control plane so that no other operator can mask a failure. These
+three removals run in `make test`; `make rbac-ablation` (tests/support/rbac_ablation.py)
+removes every permission of the chart in turn, outside `make test`.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import boto3
 import pytest
 
 from tests.e2e.conftest import CANARY, Operator, Stores
+from tests.support.audit import bao_reads
 from tests.support.kube import Cluster
 from tests.support.objects import (
     apply,
@@ -195,17 +196,33 @@ def test_rotation_rolls_out_and_unchanged_value_writes_nothing(
 def test_forbidden_namespace_or_prefix_makes_no_backend_call(
     cluster: Cluster, operator: Operator, stores: Stores, namespace: str
 ) -> None:
-    data = [{"secretKey": "X", "remoteRef": {"key": f"{namespace}/x"}}]
+    """Counted at OpenBao (its audit device logs every request's path), not by the
+    operator's own metrics: a check that runs after the read it should prevent would
+    still count nothing if the count lived in the same code."""
+    guarded = f"{namespace}/x"  # the store allows no t-* namespace at all
+    outside = f"other-{namespace}/db"  # outside this namespace's key prefix
+    allowed = f"{namespace}/ok"
+    for key in (guarded, outside, allowed):
+        put(stores, key, {"v": "1"})  # they exist: a read would succeed
+    data = [{"secretKey": "X", "remoteRef": {"key": guarded}}]
     apply(cluster, binding(namespace, "guarded", "vault-guarded", data=data))
     sb = wait_condition(cluster, SB, namespace, "guarded", "Synced", "False", "Forbidden")
     assert namespace in condition(sb, "Synced")["message"]
-    outside = [{"secretKey": "X", "remoteRef": {"key": "other-team/db"}}]
-    apply(cluster, binding(namespace, "prefix", "vault-shared", data=outside))
+    data = [{"secretKey": "X", "remoteRef": {"key": outside}}]
+    apply(cluster, binding(namespace, "prefix", "vault-shared", data=data))
     sb = wait_condition(cluster, SB, namespace, "prefix", "Synced", "False", "Forbidden")
     assert f"{namespace}/" in condition(sb, "Synced")["message"]
-    time.sleep(2)
-    assert backend_requests(operator, "vault-guarded") == 0
+    # The control: an allowed read through the same OpenBao is in the audit log.
+    data = [{"secretKey": "X", "remoteRef": {"key": allowed}}]
+    apply(cluster, binding(namespace, "allowed", "vault-shared", data=data))
+    wait_condition(cluster, SB, namespace, "allowed", "Ready", "True")
+    time.sleep(2)  # time for a (wrong) late read of the refused keys
+    reads = bao_reads(stores.bao_audit_log)
+    assert f"secret/data/{allowed}" in reads
+    assert f"secret/data/{guarded}" not in reads
+    assert f"secret/data/{outside}" not in reads
     assert get(cluster, "secret", namespace, "guarded") is None
+    assert get(cluster, "secret", namespace, "prefix") is None
 
 
 def test_unknown_store_lists_the_configured_ones(

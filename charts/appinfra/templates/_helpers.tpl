@@ -54,22 +54,26 @@ goes into the ClusterRole (cluster-wide mode) or into one Role per watched names
 Each rule names its verbs exactly; no wildcards anywhere.
 */}}
 {{- define "appinfra.namespacedRules" -}}
-# The four kinds: watch them, add/remove the finalizer, and write status.
+# The four kinds: watch them (get: a deleted one is confirmed gone), add and remove the
+# finalizer (a merge patch), and write status (a merge patch of the status subresource).
+# Each permission is needed by a scenario of `make rbac-ablation` (tests/support/rbac_ablation.py).
 - apiGroups: ["appinfra.dev"]
   resources: ["serviceprofiles", "secretbindings", "healthpolicies", "ratelimitpolicies"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["appinfra.dev"]
   resources: ["serviceprofiles/status", "secretbindings/status", "healthpolicies/status", "ratelimitpolicies/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
 # Children carry an ownerReference with blockOwnerDeletion; clusters enforcing
-# OwnerReferencesPermissionEnforcement allow that only with update on the owner's finalizers.
+# OwnerReferencesPermissionEnforcement allow that only with update on the owner's
+# finalizers. HealthPolicies have no children.
 - apiGroups: ["appinfra.dev"]
-  resources: ["serviceprofiles/finalizers", "secretbindings/finalizers", "healthpolicies/finalizers", "ratelimitpolicies/finalizers"]
+  resources: ["serviceprofiles/finalizers", "secretbindings/finalizers", "ratelimitpolicies/finalizers"]
   verbs: ["update"]
-# Target Deployments: read, and server-side apply of the operator's fields (never create/delete).
+# Target Deployments: watched (read from the cache, never one by one), and server-side
+# apply of the operator's fields (never create/delete).
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 # Rendered ConfigMaps and synced Secrets (children); Secrets are also read for store credentials.
 - apiGroups: [""]
   resources: ["configmaps", "secrets"]
@@ -84,20 +88,14 @@ Each rule names its verbs exactly; no wildcards anywhere.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# RateLimitPolicy targets: annotations on Ingresses; Services are only read.
+# RateLimitPolicy targets: annotations on Ingresses (read from the watch cache).
 - apiGroups: ["networking.k8s.io"]
   resources: ["ingresses"]
-  verbs: ["get", "list", "watch", "patch"]
-- apiGroups: [""]
-  resources: ["services"]
-  verbs: ["get", "list", "watch"]
-# Events about the resources (kopf posts core/v1 Events; the operator events.k8s.io/v1).
+  verbs: ["list", "watch", "patch"]
+# Events about the resources: the operator creates core/v1 Events (kopf's posting is off).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- $accounts := include "appinfra.tokenServiceAccounts" . | fromJsonArray }}
 {{- if $accounts }}
 # Vault kubernetes auth: a TokenRequest for exactly the service accounts the stores name.
@@ -108,14 +106,19 @@ Each rule names its verbs exactly; no wildcards anywhere.
 {{- end }}
 {{- end -}}
 
-{{/* Cluster-scoped reads kopf needs in every mode: resource discovery and namespace scanning. */}}
+{{/*
+Cluster-scoped reads of kopf: its resource observer lists and watches CRDs, to notice
+the appinfra kinds installed or changed after it started; with --namespace (the
+watchNamespaces mode) it lists namespaces at start (without, it retries for about a
+minute before it handles anything) and watches them (a watched namespace created later).
+*/}}
 {{- define "appinfra.clusterScopedRules" -}}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 - apiGroups: [""]
   resources: ["namespaces"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 {{- end -}}
 
 {{/*
