@@ -36,7 +36,7 @@ from typing import Any, Literal, TypeVar
 
 from prometheus_client import Counter
 
-from appinfra.kube.client import Kube
+from appinfra.kube.client import Kube, KubeError
 from appinfra.kube.resources import Resource
 from appinfra.kube.writegate import WRITES, WriteGate
 from appinfra.observability.metrics import LEADER
@@ -94,6 +94,9 @@ async def _wait(fut: asyncio.Future[Any] | None, seconds: float) -> None:
 
 async def _in_thread(fn: Callable[[], T]) -> T:
     return await asyncio.to_thread(fn)
+
+
+RELEASE_ATTEMPTS = 3
 
 
 class LeaderElector:
@@ -178,19 +181,30 @@ class LeaderElector:
         self.gate.close(NOT_LEADER)  # shutting down: nothing may be written after this
         if not self.leading:
             return
-        try:
-            lease = self.kube.get(LEASE, self.cfg.namespace, self.cfg.name)
-            if lease and (lease.get("spec") or {}).get("holderIdentity") == self.cfg.identity:
-                lease["spec"].update(
-                    {"holderIdentity": "", "leaseDurationSeconds": 1, "renewTime": _micro_now()}
-                )
-                self.kube.request(
-                    "PUT", LEASE.path(self.cfg.namespace, self.cfg.name), body=lease,
-                    resource="leases",
-                )  # fmt: skip
-                log.info("released the leader lease %s/%s", self.cfg.namespace, self.cfg.name)
-        except Exception as exc:  # best effort: the Lease then simply expires
-            log.warning("could not release the leader lease (%s): %s", type(exc).__name__, exc)
+        # A renew still in flight on its thread (cancelling its task cannot stop it) may
+        # land between our GET and PUT: that is a 409, and reading again settles it.
+        for attempt in range(RELEASE_ATTEMPTS):
+            try:
+                lease = self.kube.get(LEASE, self.cfg.namespace, self.cfg.name)
+                if lease and (lease.get("spec") or {}).get("holderIdentity") == self.cfg.identity:
+                    lease["spec"].update(
+                        {"holderIdentity": "", "leaseDurationSeconds": 1,
+                         "renewTime": _micro_now()}
+                    )  # fmt: skip
+                    self.kube.request(
+                        "PUT", LEASE.path(self.cfg.namespace, self.cfg.name), body=lease,
+                        resource="leases",
+                    )  # fmt: skip
+                    log.info("released the leader lease %s/%s", self.cfg.namespace, self.cfg.name)
+                break
+            except KubeError as exc:
+                if exc.conflict and attempt + 1 < RELEASE_ATTEMPTS:
+                    continue
+                log.warning("could not release the leader lease (KubeError): %s", exc)
+                break
+            except Exception as exc:  # best effort: the Lease then simply expires
+                log.warning("could not release the leader lease (%s): %s", type(exc).__name__, exc)
+                break
         self._set(False)
 
     def _set(self, leading: bool) -> None:

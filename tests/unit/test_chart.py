@@ -53,7 +53,7 @@ NAMESPACED_RULES = _rules(
         "serviceprofiles/finalizers secretbindings/finalizers ratelimitpolicies/finalizers",
         "update",
     ),
-    ("apps", "deployments", "list watch patch"),
+    ("apps", "deployments", "get list watch patch"),
     ("", "configmaps secrets", CHILD_VERBS),
     ("autoscaling", "horizontalpodautoscalers", CHILD_VERBS),
     ("networking.k8s.io", "networkpolicies", CHILD_VERBS),

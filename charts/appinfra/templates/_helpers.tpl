@@ -69,11 +69,12 @@ Each rule names its verbs exactly; no wildcards anywhere.
 - apiGroups: ["appinfra.dev"]
   resources: ["serviceprofiles/finalizers", "secretbindings/finalizers", "ratelimitpolicies/finalizers"]
   verbs: ["update"]
-# Target Deployments: watched (read from the cache, never one by one), and server-side
-# apply of the operator's fields (never create/delete).
+# Target Deployments: watched, and server-side apply of the operator's fields (never
+# create/delete); get: deleting a HealthPolicy that replaced probes (Override) reads the
+# Deployment's managedFields, which the cache does not keep, to hand them back.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 # Rendered ConfigMaps and synced Secrets (children); Secrets are also read for store credentials.
 - apiGroups: [""]
   resources: ["configmaps", "secrets"]
