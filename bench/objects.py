@@ -18,18 +18,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from appinfra.api.kinds import SERVICE_PROFILE
+from appinfra.api.names import API_VERSION, APPLIED_ANNOTATION, applied_annotation, field_manager
 from appinfra.api.validation import parse_spec, validate_object
-from appinfra.kube.diff import APPLIED_ANNOTATION, with_hash
+from appinfra.kube.diff import with_hash
 from appinfra.render.common import Owner
 from appinfra.render.serviceprofile import render_serviceprofile
 
 Obj = dict[str, Any]
-API = "appinfra.dev/v1alpha1"
-SP_MANAGER = "appinfra-serviceprofile"
-# The operator records each kind's Deployment intent hash under its own annotation
-# (appinfra.handlers.serviceprofile.APPLIED; not imported: that package registers kopf
-# handlers on import).
-SP_DEPLOYMENT_ANNOTATION = "appinfra.dev/applied-serviceprofile"
+API = API_VERSION
+SP_MANAGER = field_manager("ServiceProfile")
+# The operator records each kind's Deployment intent hash under its own annotation.
+SP_DEPLOYMENT_ANNOTATION = applied_annotation("ServiceProfile")
 LATENCY_KEY = "BENCH_SEQ"
 
 

@@ -132,7 +132,7 @@ def spread(stamps: Any) -> float:
 
 
 MANAGED = "app.kubernetes.io/managed-by=appinfra"
-WATCHED = (  # what the operator watches and caches (appinfra/handlers/watches.py)
+WATCHED = (  # what the operator watches and caches (appinfra/manager.py)
     *((objects.API, plural, "") for plural in KINDS),
     ("apps/v1", "deployments", ""),
     ("networking.k8s.io/v1", "ingresses", ""),

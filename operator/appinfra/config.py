@@ -1,4 +1,5 @@
-"""The operator configuration file: loaded at start, re-read when it changes.
+"""The operator configuration file (loaded at start, re-read when it changes) and the
+process's tuning knobs from its environment.
 
 An invalid file is reported in the log and the last valid configuration stays in
 force, so a typo in a ConfigMap edit never takes secret syncing down. Change
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from appinfra.api.operatorconfig import ConfigError, OperatorConfig, load_config
@@ -58,3 +60,35 @@ class ConfigFile:
         for listener in self._listeners:
             listener(config)
         return True
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Knobs of the running operator: read once from the environment at start-up (by
+    `appinfra run`) and passed down; nothing else reads these variables."""
+
+    workers: int = 16
+    resync_seconds: float = 600.0
+    config_poll_seconds: float = 5.0
+    shared_read_window: float = 60.0
+    sync_backoff_base: float = 2.0  # a failed SecretBinding sync: 2 s, doubling ...
+    sync_backoff_cap: float = 300.0  # ... up to 5 minutes
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Tuning:
+        def number(name: str, default: float) -> float:
+            return float(env.get(name, default))
+
+        defaults = cls()
+        return cls(
+            workers=int(number("APPINFRA_WORKERS", defaults.workers)),
+            resync_seconds=number("APPINFRA_RESYNC_SECONDS", defaults.resync_seconds),
+            config_poll_seconds=number(
+                "APPINFRA_CONFIG_POLL_SECONDS", defaults.config_poll_seconds
+            ),
+            shared_read_window=number(
+                "APPINFRA_SHARED_READ_WINDOW_SECONDS", defaults.shared_read_window
+            ),
+            sync_backoff_base=number("APPINFRA_BACKOFF_BASE_SECONDS", defaults.sync_backoff_base),
+            sync_backoff_cap=number("APPINFRA_BACKOFF_CAP_SECONDS", defaults.sync_backoff_cap),
+        )

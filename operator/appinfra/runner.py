@@ -9,6 +9,7 @@ import socket
 import kopf
 from prometheus_client import start_http_server
 
+from appinfra.config import Tuning
 from appinfra.leader import LeaseConfig
 from appinfra.observability.logging import configure as configure_logging
 
@@ -30,21 +31,27 @@ def run_operator(
 ) -> int:
     """Run until SIGTERM/SIGINT. Returns the process exit code."""
     configure_logging(log_format, verbose)
-    # Importing the package registers every kind's handlers with kopf's default registry.
-    from appinfra.handlers import watches
+    from appinfra.manager import Manager, Options  # imports every kind's controller
 
-    os.environ["APPINFRA_CONFIG"] = config_path
-    watches.State.namespaces = [] if (all_namespaces or not namespaces) else list(namespaces)
+    clusterwide = all_namespaces or not namespaces
+    lease = None
     if leader_elect:
         identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
-        watches.State.lease = LeaseConfig(
+        lease = LeaseConfig(
             namespace=lease_namespace or os.environ.get("POD_NAMESPACE") or "default",
             name=lease_name,
             identity=identity,
         )
+    manager = Manager(
+        Options(
+            config_path=config_path,
+            namespaces=() if clusterwide else tuple(namespaces),
+            lease=lease,
+            tuning=Tuning.from_env(os.environ),
+        )
+    )
     if metrics_port:
         start_http_server(metrics_port)
-    clusterwide = all_namespaces or not namespaces
     log.info(
         "starting appinfra: %s",
         "all namespaces" if clusterwide else "namespaces " + ", ".join(namespaces),
@@ -54,11 +61,12 @@ def run_operator(
         namespaces=[] if clusterwide else namespaces,
         standalone=True,
         liveness_endpoint=f"http://0.0.0.0:{health_port}/healthz" if health_port else None,
-        stop_flag=watches.State.stop,
+        stop_flag=manager.stop_flag,
+        registry=manager.registry,
     )
     # Stopped because leadership was lost or the elector ended: exit non-zero, so the
     # pod restarts as a standby with fresh state instead of running on unelected.
-    if watches.State.lost_leadership:
+    if manager.lost_leadership:
         log.error("stopped: this replica is no longer the leader; exiting with status 1")
         return 1
     return 0

@@ -10,21 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+from appinfra.api.names import FINALIZER, Obj
 from appinfra.api.operatorconfig import OperatorConfig
-from appinfra.controller import FINALIZER, Runtime
-from appinfra.handlers.healthpolicy import hand_back
-from appinfra.kube.client import Kube, Obj
+from appinfra.controller import Runtime
+from appinfra.handlers import CONTROLLERS
+from appinfra.kube.client import Kube
 from appinfra.kube.credentials import provider_kube
-from appinfra.kube.resources import (
-    HEALTHPOLICY,
-    RATELIMITPOLICY,
-    SECRETBINDING,
-    SERVICEPROFILE,
-    Resource,
-)
+from appinfra.kube.resources import Resource
 from appinfra.providers.registry import Providers
-
-KINDS = (SERVICEPROFILE, SECRETBINDING, HEALTHPOLICY, RATELIMITPOLICY)
 
 
 def _listed(kube: Kube, res: Resource, namespace: str | None) -> Iterator[Obj]:
@@ -44,14 +37,15 @@ def uninstall(kube: Kube, namespaces: Sequence[str] = ()) -> list[str]:
     (every namespace when empty). Returns `<Kind> <namespace>/<name>` of each released."""
     rt = Runtime(kube, Providers(OperatorConfig(), provider_kube(kube)))
     released = []
-    for res in KINDS:
+    for controller in CONTROLLERS:
+        res = controller.resource
         scopes: Sequence[str | None] = namespaces or [None]
         for namespace in scopes:
             for body in _listed(kube, res, namespace):
                 meta = body["metadata"]
                 if FINALIZER in (meta.get("finalizers") or []):
-                    if res is HEALTHPOLICY:
-                        hand_back(rt, body)  # replaced probes stay valid (see there)
+                    if controller.before_release is not None:
+                        controller.before_release(rt, body)  # e.g. HealthPolicy's hand-back
                     rt.release_target(res, body)
                     released.append(f"{res.kind} {meta['namespace']}/{meta['name']}")
     return released

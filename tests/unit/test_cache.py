@@ -105,7 +105,7 @@ def test_drops_kubectls_last_applied_annotation() -> None:
 
 
 def test_a_change_of_last_applied_alone_is_not_meaningful() -> None:
-    from appinfra.handlers.watches import _meaningful_change
+    from appinfra.controller.changes import meaningful_change as _meaningful_change
     from appinfra.kube.cache import LAST_APPLIED
 
     def version(annotations: dict[str, str]) -> dict[str, object]:
@@ -232,7 +232,7 @@ def test_long_strings_of_targets_are_digests_that_still_compare() -> None:
 
 def test_a_change_of_cached_values_is_a_child_change() -> None:
     """Data drift still reaches the owner although only digests are compared."""
-    from appinfra.handlers.watches import _child_changed
+    from appinfra.controller.changes import child_changed as _child_changed
 
     store = Store()
     live = ours({**obj("1"), "metadata": {**obj("1")["metadata"], "generation": 1},  # type: ignore[dict-item]

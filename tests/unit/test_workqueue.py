@@ -7,10 +7,13 @@ from appinfra.kube.workqueue import Backoff, Requeue, WorkQueue
 def test_backoff_is_capped_and_jittered() -> None:
     backoff = Backoff(base=0.5, cap=10)
     delays = [backoff.next_delay("k") for _ in range(20)]
-    assert all(0.5 <= d <= 10 for d in delays)
+    # Equal jitter: the n-th delay lies in [c/2, c], c = min(cap, base * 2**n).
+    for n, delay in enumerate(delays):
+        ceiling = min(10, 0.5 * 2**n)
+        assert ceiling / 2 <= delay <= ceiling
     assert len(set(delays)) > 1
     backoff.reset("k")
-    assert backoff.next_delay("k") <= 0.5
+    assert 0.25 <= backoff.next_delay("k") <= 0.5
 
 
 def test_bursts_collapse_and_failures_retry() -> None:

@@ -13,15 +13,8 @@ from typing import Any
 
 import yaml
 
-from appinfra.api.kinds import (
-    CATEGORY,
-    GROUP,
-    KINDS,
-    NAME_RULE,
-    VERSION,
-    AnyKind,
-    PrinterColumn,
-)
+from appinfra.api.kinds import CATEGORY, KINDS, NAME_RULE, AnyKind, PrinterColumn
+from appinfra.api.names import GROUP, VERSION
 from appinfra.api.structural import JsonSchema, to_structural
 
 PART_OF_LABEL = {"app.kubernetes.io/part-of": "appinfra"}

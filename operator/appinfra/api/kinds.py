@@ -12,13 +12,11 @@ from typing import Generic, TypeVar
 from appinfra.api.base import ApiModel, Rule
 from appinfra.api.common import Status
 from appinfra.api.healthpolicy import HealthPolicySpec, HealthPolicyStatus
+from appinfra.api.names import GROUP, PLURALS
 from appinfra.api.ratelimitpolicy import RateLimitPolicySpec, RateLimitPolicyStatus
 from appinfra.api.secretbinding import SecretBindingSpec, SecretBindingStatus
 from appinfra.api.serviceprofile import ServiceProfileSpec, ServiceProfileStatus
 
-GROUP = "appinfra.dev"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
 CATEGORY = "appinfra"
 
 MAX_NAME_LENGTH = 63
@@ -89,7 +87,7 @@ class Kind(Generic[SpecT, StatusT]):
 
 SERVICE_PROFILE = Kind(
     kind="ServiceProfile",
-    plural="serviceprofiles",
+    plural=PLURALS["ServiceProfile"],
     singular="serviceprofile",
     short_name="sp",
     description="A service's infrastructure next to its Deployment: config, autoscaling, "
@@ -112,7 +110,7 @@ SERVICE_PROFILE = Kind(
 
 SECRET_BINDING = Kind(
     kind="SecretBinding",
-    plural="secretbindings",
+    plural=PLURALS["SecretBinding"],
     singular="secretbinding",
     short_name="sb",
     description="Secrets from an external store (Vault/OpenBao, AWS Secrets Manager or "
@@ -137,7 +135,7 @@ SECRET_BINDING = Kind(
 
 HEALTH_POLICY = Kind(
     kind="HealthPolicy",
-    plural="healthpolicies",
+    plural=PLURALS["HealthPolicy"],
     singular="healthpolicy",
     short_name="hp",
     description="Probes and graceful shutdown for a Deployment's containers, plus a live "
@@ -157,7 +155,7 @@ HEALTH_POLICY = Kind(
 
 RATE_LIMIT_POLICY = Kind(
     kind="RateLimitPolicy",
-    plural="ratelimitpolicies",
+    plural=PLURALS["RateLimitPolicy"],
     singular="ratelimitpolicy",
     short_name="rlp",
     description="Request rate limits for an Ingress, Service or Deployment, enforced by "

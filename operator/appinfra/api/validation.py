@@ -16,7 +16,8 @@ from pydantic import ValidationError
 
 from appinfra.api.base import ApiModel
 from appinfra.api.formats import DNS_SUBDOMAIN
-from appinfra.api.kinds import API_VERSION, BY_KIND, GROUP, NAME_RULE, Kind
+from appinfra.api.kinds import BY_KIND, NAME_RULE, Kind
+from appinfra.api.names import API_VERSION, GROUP
 from appinfra.api.problems import Problem, problems_from
 
 SpecT = TypeVar("SpecT", bound=ApiModel)

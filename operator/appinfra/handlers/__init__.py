@@ -1,5 +1,13 @@
-"""kopf handlers, one module per kind; importing this package registers them all."""
+"""One module per kind: its reconcile function and its CONTROLLER declaration (what it
+reconciles, owns and watches). The manager (appinfra/manager.py) runs them all."""
 
-from appinfra.handlers import watches
+from appinfra.handlers import healthpolicy, ratelimitpolicy, secretbinding, serviceprofile
 
-__all__ = ["watches"]
+CONTROLLERS = (
+    serviceprofile.CONTROLLER,
+    secretbinding.CONTROLLER,
+    healthpolicy.CONTROLLER,
+    ratelimitpolicy.CONTROLLER,
+)
+
+__all__ = ["CONTROLLERS"]

@@ -5,19 +5,21 @@ event, not by polling)."""
 from __future__ import annotations
 
 from appinfra.api.kinds import HEALTH_POLICY
-from appinfra.controller import Runtime
-from appinfra.kube.client import KubeError, Obj
+from appinfra.api.names import Obj, applied_annotation, field_manager
+from appinfra.controller import Controller, Runtime
+from appinfra.controller.claims import names
+from appinfra.kube.client import KubeError
 from appinfra.kube.conditions import ACCEPTED, Condition
 from appinfra.kube.resources import DEPLOYMENT, HEALTHPOLICY
 from appinfra.kube.workqueue import Requeue
 from appinfra.render.common import Owner
 from appinfra.render.healthpolicy import hand_back_intent, health_verdict, render_healthpolicy
 
-MANAGER = "appinfra-healthpolicy"
+MANAGER = field_manager(HEALTHPOLICY.kind)
 HANDED_BACK = "released-from-appinfra"
 """Holds the probes an Override replaced after the policy is deleted (not an appinfra
 manager any more: appinfra never applies as it again and uninstall leaves it alone)."""
-APPLIED = "appinfra.dev/applied-healthpolicy"
+APPLIED = applied_annotation(HEALTHPOLICY.kind)
 
 
 def hand_back(rt: Runtime, body: Obj) -> None:
@@ -25,18 +27,13 @@ def hand_back(rt: Runtime, body: Obj) -> None:
     applied once more by HANDED_BACK, so that they stay as they are instead of being
     stripped to a mix the API server may reject (see render.healthpolicy.hand_back_intent).
     Only the policy the Deployment names as its HealthPolicy does this, as for release."""
-    meta = body["metadata"]
-    kind, _, target = (rt.claimed(body) or "").partition("/")
-    if kind != DEPLOYMENT.kind or not target:
+    claimed = rt.claimed_target(body)
+    if claimed is None or claimed[0] != DEPLOYMENT:
         return
     # A GET, not the cache: the cache keeps only appinfra's managedFields entries, and
     # whether another manager holds part of a probe is the question here.
-    live = rt.kube.get(DEPLOYMENT, meta["namespace"], target)
-    owner = Owner.of(body)
-    if (
-        live is None
-        or (live["metadata"].get("annotations") or {}).get(owner.target_annotation) != owner.name
-    ):
+    live = rt.kube.get(DEPLOYMENT, body["metadata"]["namespace"], claimed[1])
+    if live is None or not names(live, Owner.of(body)):
         return
     intent = hand_back_intent(live, MANAGER)
     if intent is not None:
@@ -67,10 +64,8 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
     try:
         live, changed = rt.ensure(rendered.deployment, MANAGER, APPLIED)
     except KubeError as exc:
-        rt.apply_failed(HEALTHPOLICY, body, exc, also=("Enforced",))
-        if exc.invalid:
-            return None  # permanent: retried when the spec changes (or at resync)
-        raise
+        rt.apply_failed(HEALTHPOLICY, body, exc, also=("Enforced",))  # raises if retryable
+        return None
     if changed:
         rt.event(body, "Applied", f"probes and shutdown settings applied to {spec.target_ref.name}")
 
@@ -89,3 +84,12 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
         replicas=verdict.replicas,
     )
     return None
+
+
+CONTROLLER = Controller(
+    HEALTHPOLICY,
+    reconcile,
+    targets=(DEPLOYMENT,),
+    follows_target_status=True,  # the Healthy verdict reads the Deployment's status
+    before_release=hand_back,
+)

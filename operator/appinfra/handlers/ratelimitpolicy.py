@@ -5,21 +5,30 @@ policy the chosen enforcement can express."""
 from __future__ import annotations
 
 from appinfra.api.kinds import RATE_LIMIT_POLICY
-from appinfra.controller import Runtime, Taken
-from appinfra.kube.client import KubeError, Obj
+from appinfra.api.names import Obj, applied_annotation, field_manager
+from appinfra.controller import Controller, Runtime, Taken
+from appinfra.kube.client import KubeError
 from appinfra.kube.conditions import ACCEPTED, Condition
-from appinfra.kube.resources import BY_KIND, CONFIGMAP, RATELIMITPOLICY, Resource
+from appinfra.kube.resources import (
+    BY_KIND,
+    CONFIGMAP,
+    DEPLOYMENT,
+    INGRESS,
+    RATELIMITPOLICY,
+    Resource,
+)
+from appinfra.kube.targets import target_ref
 from appinfra.kube.workqueue import Requeue
 from appinfra.render.common import Owner
 from appinfra.render.ratelimitpolicy import render_ratelimitpolicy
 
-MANAGER = "appinfra-ratelimitpolicy"
-APPLIED = "appinfra.dev/applied-ratelimitpolicy"
+MANAGER = field_manager(RATELIMITPOLICY.kind)
+APPLIED = applied_annotation(RATELIMITPOLICY.kind)
 
 
 def _target(body: Obj) -> tuple[Resource, str]:
-    ref = (body.get("spec") or {}).get("targetRef") or {}
-    return BY_KIND[str(ref.get("kind", "Deployment"))], str(ref.get("name", ""))
+    _, kind, name = target_ref(body)
+    return BY_KIND[kind], name
 
 
 def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
@@ -62,10 +71,8 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
         rt.reject(RATELIMITPOLICY, body, "Conflicted", str(exc))
         return None
     except KubeError as exc:
-        rt.apply_failed(RATELIMITPOLICY, body, exc, also=("Enforced",))
-        if exc.invalid:
-            return None  # permanent: retried when the spec changes (or at resync)
-        raise
+        rt.apply_failed(RATELIMITPOLICY, body, exc, also=("Enforced",))  # raises if retryable
+        return None
     if any(changed) or deleted:
         rt.event(body, "Applied", f"{enforcement}: {rendered.message}")
     ready_reason = "Reconciled" if rendered.enforced else rendered.reason
@@ -79,3 +86,8 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
         ],
     )
     return None
+
+
+CONTROLLER = Controller(
+    RATELIMITPOLICY, reconcile, owns=(CONFIGMAP,), targets=(DEPLOYMENT, INGRESS)
+)

@@ -5,7 +5,8 @@ Rules that shape this code:
   every read succeeded and the data rendered completely.
 - Forbidden (namespace or key prefix) is decided before any backend call.
 - Refreshes fall on a per-key grid (providers/schedule.py), so bindings of one key
-  share one read; failures back off exponentially with jitter and a cap.
+  share one read; failures back off exponentially with jitter and a cap (the work
+  queue's backoff, declared with this kind's controller below).
 - Messages name stores, keys and properties, never values.
 """
 
@@ -15,21 +16,30 @@ import base64
 import datetime
 import logging
 import math
-import os
-import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from appinfra.api.formats import duration_seconds
 from appinfra.api.kinds import SECRET_BINDING
+from appinfra.api.names import (
+    MANAGED_BY,
+    MANAGED_BY_US,
+    MERGE_OPT_IN,
+    OWNER_KIND,
+    OWNER_NAME,
+    Obj,
+    applied_annotation,
+    field_manager,
+)
 from appinfra.api.secretbinding import SecretBindingSpec
-from appinfra.api.validation import parse_spec
-from appinfra.controller import Runtime, Taken, now
-from appinfra.kube.client import KubeError, Obj
+from appinfra.config import Tuning
+from appinfra.controller import Controller, Runtime, Taken, now, retry
+from appinfra.kube.backoff import Backoff
+from appinfra.kube.client import KubeError
 from appinfra.kube.conditions import ACCEPTED, Condition
 from appinfra.kube.diff import DIGESTS
 from appinfra.kube.ownership import (
-    MERGE_OPT_IN,
     PROTECTED_SECRET_TYPES,
     controlled_by,
     controller_uid,
@@ -44,12 +54,11 @@ from appinfra.observability.metrics import (
 )
 from appinfra.providers.base import ProviderError, RemoteSecret, SecretNotFound
 from appinfra.providers.schedule import next_refresh
-from appinfra.render.common import MANAGED_BY, OWNER_KIND, OWNER_NAME, Owner
+from appinfra.render.common import Owner
 from appinfra.render.secretbinding import (
     ExtractError,
     Fetch,
     TooManyKeys,
-    applied_annotation,
     fetches,
     render_consumer,
     render_secret,
@@ -57,14 +66,15 @@ from appinfra.render.secretbinding import (
     secret_hmac,
     target_name,
 )
+from appinfra.render.secretbinding import (
+    applied_annotation as applied_annotation_of,
+)
 from appinfra.render.templates import TemplateError
 
 log = logging.getLogger("appinfra.secretbinding")
 
-MANAGER = "appinfra-secretbinding"
-APPLIED_DEPLOYMENT = "appinfra.dev/applied-secretbinding"
-BACKOFF_BASE = float(os.environ.get("APPINFRA_BACKOFF_BASE_SECONDS", "2"))
-BACKOFF_CAP = float(os.environ.get("APPINFRA_BACKOFF_CAP_SECONDS", "300"))
+MANAGER = field_manager(SECRETBINDING.kind)
+APPLIED_DEPLOYMENT = applied_annotation(SECRETBINDING.kind)
 
 
 def _parse_time(value: str | None) -> datetime.datetime | None:
@@ -75,29 +85,6 @@ def _parse_time(value: str | None) -> datetime.datetime | None:
 
 def _rfc3339(epoch: float) -> str:
     return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class Failures:
-    """Consecutive failures per binding, for capped exponential backoff with jitter."""
-
-    def __init__(self) -> None:
-        self.count: dict[tuple[str, str], int] = {}
-
-    def next_delay(self, key: tuple[str, str]) -> float:
-        n = self.count.get(key, 0)
-        self.count[key] = n + 1
-        ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2**n)
-        return random.uniform(ceiling / 2, ceiling)
-
-    def reset(self, key: tuple[str, str]) -> None:
-        self.count.pop(key, None)
-
-
-FAILURES = Failures()
-# Per binding: (uid, resourceVersion, secretHMAC) of its Secret when last known to hold
-# what the binding wrote. The cache keeps digests of a Secret's values, not the values
-# the HMAC needs: they are read with a GET only when the Secret changed since.
-_MATCHED: dict[tuple[str, str], tuple[str, str, str]] = {}
 
 
 def _status(
@@ -127,7 +114,7 @@ def _sync_failed(rt: Runtime, body: Obj, store: str, reason: str, message: str) 
 def _managed_by(obj: Obj | None, name: str) -> bool:
     labels = (obj or {}).get("metadata", {}).get("labels") or {}
     return bool(
-        labels.get(MANAGED_BY) == "appinfra"
+        labels.get(MANAGED_BY) == MANAGED_BY_US
         and labels.get(OWNER_KIND) == "SecretBinding"
         and labels.get(OWNER_NAME) == name
     )
@@ -159,230 +146,324 @@ def _write_rule(
     return (lambda live: controlled_by(live, owner.uid)), hint
 
 
-def _sync_due(rt: Runtime, body: Obj, spec: SecretBindingSpec, live: Obj | None) -> float:
-    """Seconds until the next sync is due (0: now)."""
-    status = body.get("status") or {}
-    meta = body["metadata"]
-    if status.get("observedGeneration") != meta.get("generation") or not status.get("lastSyncTime"):
-        return 0
-    synced: Obj = next((c for c in status.get("conditions", []) if c.get("type") == "Synced"), {})
-    if synced.get("status") != "True":
-        return 0  # failures are retried by the backoff Requeue, and on any change
-    if live is None or live["metadata"].get("uid") is None:
-        return 0  # the Secret was deleted: restore it
-    if spec.target.creation_policy != "Merge" and not _live_matches(rt, body, live, status):
-        return 0  # somebody edited our Secret: restore it
-    due = _parse_time(status.get("nextSyncTime"))
-    if due is None:
-        return float("inf")  # refreshInterval "0": synced once, done
-    return max(0.0, (due - datetime.datetime.now(datetime.UTC)).total_seconds())
+Seen = tuple[str, str, str]  # (uid, resourceVersion, secretHMAC) of a Secret
 
 
-def _live_matches(rt: Runtime, body: Obj, live: Obj, status: Obj) -> bool:
-    binding = (body["metadata"]["namespace"], body["metadata"]["name"])
-    meta = live["metadata"]
-    if DIGESTS in live:  # from the cache: no values
-        seen = (meta.get("uid", ""), meta.get("resourceVersion", ""), status.get("secretHMAC", ""))
-        if _MATCHED.get(binding) == seen:
-            return True
-        fresh = rt.kube.get(SECRET, meta["namespace"], meta["name"])
-        if fresh is None:
-            return False
-        live, meta = fresh, fresh["metadata"]
-    keys = status.get("syncedKeys") or []
-    raw = live.get("data") or {}
-    try:
-        data = {k: base64.b64decode(raw[k]).decode("utf-8", "surrogateescape") for k in keys}
-    except KeyError:
-        return False
-    if secret_hmac(data, meta["uid"]) != status.get("secretHMAC"):
-        return False
-    _MATCHED[binding] = (meta["uid"], meta.get("resourceVersion", ""), status["secretHMAC"])
-    return True
+@dataclass
+class Matches:
+    """Per binding: its Secret's (uid, resourceVersion, secretHMAC) when last known to
+    hold what the binding wrote. The cache keeps digests of a Secret's values, not the
+    values the HMAC needs: they are read with a GET only when the Secret changed since."""
 
+    seen: dict[tuple[str, str], Seen] = field(default_factory=dict)
 
-def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
-    body = rt.read(SECRETBINDING, namespace, name)
-    if body is None:
-        FAILURES.reset((namespace, name))
-        _MATCHED.pop((namespace, name), None)
-        forget_secretbinding(namespace, name)  # no series outlives its binding
-        return None
-    if body["metadata"].get("deletionTimestamp"):
-        _finalize(rt, body)
-        return None
-    spec, problems = parse_spec(SECRET_BINDING, body)
-    if spec is None:
-        rt.reject(SECRETBINDING, body, "Invalid", "; ".join(map(str, problems)))
-        return None
-    providers = rt.providers
-    if spec.store not in providers.store_names():
-        configured = ", ".join(providers.store_names()) or "none"
-        rt.reject(
-            SECRETBINDING,
-            body,
-            "Invalid",
-            f"spec.store: store {spec.store!r} is not configured "
-            f"(configured stores: {configured}); ask the cluster admin or fix the name",
-        )
-        return None
-    if spec.target_ref is not None and (rival := rt.rival_message(SECRETBINDING, body)):
-        rt.reject(SECRETBINDING, body, "Conflicted", rival + " (one binding can hold many keys)")
-        return None
+    def remember(self, binding: tuple[str, str], secret: Obj, digest: str) -> None:
+        meta = secret["metadata"]
+        self.seen[binding] = (meta["uid"], meta.get("resourceVersion", ""), digest)
 
-    secret_name = target_name(spec, name)
-    owner = Owner.of(body)
-    # Only Secrets we label are watched: a miss in the cache may still be a user's
-    # Secret (which must never be taken over), so confirm.
-    live = rt.read(SECRET, namespace, secret_name) or rt.kube.get(SECRET, namespace, secret_name)
-    mine, hint = _write_rule(spec, owner, secret_name)
-    if live is not None and not mine(live):
-        rt.reject(SECRETBINDING, body, "Conflicted", str(Taken("Secret", secret_name, owner, hint)))
-        # That Secret is not watched: look again later for its owner's opt-in (or its end).
-        return Requeue(FAILURES.next_delay((namespace, name)))
-    if live is None and spec.target.creation_policy == "Merge":
-        message = (
-            f"Secret {secret_name} not found in namespace {namespace}: creationPolicy Merge "
-            f"writes only into an existing Secret whose owner annotated it {MERGE_OPT_IN}: "
-            f"{name}; create it, or use creationPolicy Owner"
-        )
-        _sync_failed(rt, body, spec.store, "SecretNotFound", message)
-        return Requeue(FAILURES.next_delay((namespace, name)))
-
-    needed = fetches(spec)
-    for fetch in needed:
-        refused = providers.check_access(spec.store, namespace, fetch.key)
-        if refused:
-            _sync_failed(rt, body, spec.store, "Forbidden", refused)
-            return None  # no backend call; re-checked when the spec or the config changes
-
-    wait = _sync_due(rt, body, spec, live)
-    if wait > 0:
-        return None if wait == float("inf") else Requeue(wait)
-
-    key = (namespace, name)
-    interval = duration_seconds(spec.refresh_interval)
-    fetched: dict[Fetch, RemoteSecret] = {}
-    try:
-        for fetch in needed:
-            version = str(fetch.version) if fetch.version else None
-            # A key ending in "/" reads every secret under that path (SSM) as one map.
-            fetched[fetch] = providers.fetch(
-                spec.store,
-                fetch.key,
-                version=version,
-                namespace=namespace,
-                path_prefix=fetch.key.endswith("/"),
-                max_age=interval / 2 if interval else None,
+    def live_matches(self, rt: Runtime, body: Obj, live: Obj, status: Obj) -> bool:
+        binding = (body["metadata"]["namespace"], body["metadata"]["name"])
+        meta = live["metadata"]
+        if DIGESTS in live:  # from the cache: no values
+            seen = (
+                meta.get("uid", ""),
+                meta.get("resourceVersion", ""),
+                status.get("secretHMAC", ""),
             )
-    except RecursionError:  # a hostile secret: JSON nested thousands deep
-        message = f"{fetch.key}: the remote secret nests too deeply to parse; flatten it"
-        _sync_failed(rt, body, spec.store, "Forbidden", message)
-        return Requeue(FAILURES.next_delay(key))
-    except ProviderError as exc:
+            if self.seen.get(binding) == seen:
+                return True
+            fresh = rt.kube.get(SECRET, meta["namespace"], meta["name"])
+            if fresh is None:
+                return False
+            live, meta = fresh, fresh["metadata"]
+        keys = status.get("syncedKeys") or []
+        raw = live.get("data") or {}
+        try:
+            data = {k: base64.b64decode(raw[k]).decode("utf-8", "surrogateescape") for k in keys}
+        except KeyError:
+            return False
+        if secret_hmac(data, meta["uid"]) != status.get("secretHMAC"):
+            return False
+        self.remember(binding, live, status["secretHMAC"])
+        return True
+
+
+@dataclass
+class Sync:
+    """One reconcile of one binding, as the steps `reconcile` runs in order. A step
+    that fails reports it in status, then returns None (permanent until something
+    changes) or raises TemporaryError through `retry` (the queue backs off)."""
+
+    rt: Runtime
+    body: Obj
+    spec: SecretBindingSpec
+    matches: Matches
+
+    def __post_init__(self) -> None:
+        meta = self.body["metadata"]
+        self.namespace, self.name = meta["namespace"], meta["name"]
+        self.owner = Owner.of(self.body)
+        self.secret_name = target_name(self.spec, self.name)
+        self.mine, self.hint = _write_rule(self.spec, self.owner, self.secret_name)
+        self.needed = fetches(self.spec)
+        self.interval = duration_seconds(self.spec.refresh_interval)
+        self.live: Obj | None = None
+
+    def failed(self, reason: str, message: str) -> None:
+        _sync_failed(self.rt, self.body, self.spec.store, reason, message)
+
+    def check_secret(self) -> None:
+        """The target Secret is one this binding may write (or absent, unless Merge)."""
+        rt, namespace, secret_name = self.rt, self.namespace, self.secret_name
+        # Only Secrets we label are watched: a miss in the cache may still be a user's
+        # Secret (which must never be taken over), so confirm.
+        self.live = rt.read(SECRET, namespace, secret_name) or rt.kube.get(
+            SECRET, namespace, secret_name
+        )
+        if self.live is not None and not self.mine(self.live):
+            message = str(Taken("Secret", secret_name, self.owner, self.hint))
+            rt.reject(SECRETBINDING, self.body, "Conflicted", message)
+            # That Secret is not watched: look again later for its owner's opt-in (or its end).
+            retry(message)
+        if self.live is None and self.spec.target.creation_policy == "Merge":
+            message = (
+                f"Secret {secret_name} not found in namespace {namespace}: creationPolicy Merge "
+                f"writes only into an existing Secret whose owner annotated it {MERGE_OPT_IN}: "
+                f"{self.name}; create it, or use creationPolicy Owner"
+            )
+            self.failed("SecretNotFound", message)
+            retry(message)
+
+    def allowed(self) -> bool:
+        """Every key within the store's rules for this namespace; decided before any
+        backend call, and re-checked when the spec or the configuration changes."""
+        for fetch in self.needed:
+            refused = self.rt.providers.check_access(self.spec.store, self.namespace, fetch.key)
+            if refused:
+                self.failed("Forbidden", refused)
+                return False
+        return True
+
+    def due(self) -> float:
+        """Seconds until the next sync is due (0: now)."""
+        status = self.body.get("status") or {}
+        meta, live = self.body["metadata"], self.live
+        if status.get("observedGeneration") != meta.get("generation") or not status.get(
+            "lastSyncTime"
+        ):
+            return 0
+        conditions = status.get("conditions", [])
+        synced: Obj = next((c for c in conditions if c.get("type") == "Synced"), {})
+        if synced.get("status") != "True":
+            return 0  # failures are retried by the queue's backoff, and on any change
+        if live is None or live["metadata"].get("uid") is None:
+            return 0  # the Secret was deleted: restore it
+        if self.spec.target.creation_policy != "Merge" and not self.matches.live_matches(
+            self.rt, self.body, live, status
+        ):
+            return 0  # somebody edited our Secret: restore it
+        due = _parse_time(status.get("nextSyncTime"))
+        if due is None:
+            return float("inf")  # refreshInterval "0": synced once, done
+        return max(0.0, (due - datetime.datetime.now(datetime.UTC)).total_seconds())
+
+    def fetch(self) -> dict[Fetch, RemoteSecret]:
+        """Every remote secret the binding needs (shared with bindings of the same key)."""
+        fetched: dict[Fetch, RemoteSecret] = {}
+        for fetch in self.needed:
+            try:
+                # A key ending in "/" reads every secret under that path (SSM) as one map.
+                fetched[fetch] = self.rt.providers.fetch(
+                    self.spec.store,
+                    fetch.key,
+                    version=str(fetch.version) if fetch.version else None,
+                    namespace=self.namespace,
+                    path_prefix=fetch.key.endswith("/"),
+                    max_age=self.interval / 2 if self.interval else None,
+                )
+            except RecursionError:  # a hostile secret: JSON nested thousands deep
+                message = f"{fetch.key}: the remote secret nests too deeply to parse; flatten it"
+                self.failed("Forbidden", message)
+                retry(message)
+            except ProviderError as exc:
+                self.remote_failed(fetch, exc)
+        return fetched
+
+    def remote_failed(self, fetch: Fetch, exc: ProviderError) -> None:
+        """Report a failed read; a remote secret that is gone takes the Secret with it
+        under deletionPolicy Delete, if this binding created that Secret."""
+        spec, live = self.spec, self.live
         remote_gone = isinstance(exc, SecretNotFound) and spec.target.deletion_policy == "Delete"
         # Only a Secret this binding created: never one it merely merged keys into.
         created = spec.target.creation_policy != "Merge"
-        if remote_gone and live is not None and created and mine(live):
-            rt.kube.delete(SECRET, namespace, secret_name, uid=live["metadata"].get("uid"))
-            message = f"Secret {secret_name} deleted: the remote secret is gone (deletionPolicy)"
-            rt.event(body, "Deleted", message)
+        if remote_gone and live is not None and created and self.mine(live):
+            uid = live["metadata"].get("uid")
+            self.rt.kube.delete(SECRET, self.namespace, self.secret_name, uid=uid)
+            message = (
+                f"Secret {self.secret_name} deleted: the remote secret is gone (deletionPolicy)"
+            )
+            self.rt.event(self.body, "Deleted", message)
         # Name the remote key the failure is about (provider messages name the store).
         message = str(exc) if fetch.key in str(exc) else f"{fetch.key}: {exc}"
-        _sync_failed(rt, body, spec.store, exc.reason, message)
-        return Requeue(FAILURES.next_delay(key))
+        self.failed(exc.reason, message)
+        retry(message)
 
-    try:
-        data = secret_data(spec, fetched, tenant=namespace)
-    except TooManyKeys as exc:
-        _sync_failed(rt, body, spec.store, "TooManyKeys", str(exc))
-        return None  # permanent until the spec (or the remote secret) changes
-    except ExtractError as exc:
-        _sync_failed(rt, body, spec.store, "SecretNotFound", str(exc))
-        return Requeue(FAILURES.next_delay(key))
-    except TemplateError as exc:
-        _sync_failed(rt, body, spec.store, "TemplateError", str(exc))
-        return None  # permanent until the spec changes
-
-    try:
-        # A manager per binding on the Secret: with Merge, two bindings writing keys
-        # into one Secret must not remove each other's keys.
-        written, changed = rt.ensure_child(
-            owner,
-            render_secret(owner, spec, data),
-            f"{MANAGER}/{name}",
-            applied_annotation(name),
-            live=live,
-            mine=mine,
-            hint=hint,
-        )
-    except Taken as exc:
-        rt.reject(SECRETBINDING, body, "Conflicted", str(exc))
+    def render(self, fetched: dict[Fetch, RemoteSecret]) -> dict[str, str] | None:
+        """The Secret's data, or None after reporting a permanent problem."""
+        try:
+            return secret_data(self.spec, fetched, tenant=self.namespace)
+        except TooManyKeys as exc:
+            self.failed("TooManyKeys", str(exc))  # until the spec or the remote secret changes
+        except ExtractError as exc:
+            self.failed("SecretNotFound", str(exc))
+            retry(str(exc))
+        except TemplateError as exc:
+            self.failed("TemplateError", str(exc))  # until the spec changes
         return None
-    except KubeError as exc:
-        _sync_failed(
-            rt,
-            body,
-            spec.store,
-            "BackendUnavailable" if exc.status >= 500 else "Forbidden",
-            f"writing Secret {secret_name} failed: {exc.message}",
+
+    def write(self, data: dict[str, str]) -> str | None:
+        """Write the Secret if it differs; its HMAC, or None after reporting a conflict."""
+        try:
+            # A manager per binding on the Secret: with Merge, two bindings writing keys
+            # into one Secret must not remove each other's keys.
+            written, changed = self.rt.ensure_child(
+                self.owner,
+                render_secret(self.owner, self.spec, data),
+                f"{MANAGER}/{self.name}",
+                applied_annotation_of(self.name),
+                live=self.live,
+                mine=self.mine,
+                hint=self.hint,
+            )
+        except Taken as exc:
+            self.rt.reject(SECRETBINDING, self.body, "Conflicted", str(exc))
+            return None
+        except KubeError as exc:
+            message = f"writing Secret {self.secret_name} failed: {exc.message}"
+            self.failed("BackendUnavailable" if exc.status >= 500 else "Forbidden", message)
+            retry(message, exc)
+        digest = secret_hmac(data, written["metadata"]["uid"])
+        self.matches.remember((self.namespace, self.name), written, digest)
+        if changed:
+            log.info("Secret %s updated (%d keys)", self.secret_name, len(data))
+            self.rt.event(
+                self.body, "Synced", f"Secret {self.secret_name} updated ({len(data)} keys)"
+            )
+        return digest
+
+    def roll_out(self, digest: str, keys: int) -> Condition:
+        """Stamp the consumer Deployment's pod template with the HMAC (when it exists);
+        the Ready condition that results."""
+        ready = Condition("Ready", True, "Synced", f"Secret {self.secret_name} holds {keys} keys")
+        consumer = self.spec.target_ref.name if self.spec.target_ref is not None else ""
+        found = bool(consumer) and self.rt.read(DEPLOYMENT, self.namespace, consumer) is not None
+        self.body = self.rt.claim_target(
+            SECRETBINDING, self.body, DEPLOYMENT if found else None, consumer
         )
-        return Requeue(FAILURES.next_delay(key))
-    digest = secret_hmac(data, written["metadata"]["uid"])
-    _MATCHED[key] = (
-        written["metadata"]["uid"],
-        written["metadata"].get("resourceVersion", ""),
-        digest,
-    )
-    if changed:
-        log.info("Secret %s updated (%d keys)", secret_name, len(data))
-        rt.event(body, "Synced", f"Secret {secret_name} updated ({len(data)} keys)")
+        if found:
+            intent = render_consumer(
+                self.owner, consumer, digest if self.spec.rollout_on_change else None
+            )
+            self.rt.ensure(intent, MANAGER, APPLIED_DEPLOYMENT)
+        elif consumer:
+            ready = Condition(
+                "Ready",
+                False,
+                "TargetNotFound",
+                f"Deployment {consumer} not found; the Secret is "
+                "synced and will be rolled out once it exists",
+            )
+        return ready
 
-    ready = Condition("Ready", True, "Synced", f"Secret {secret_name} holds {len(data)} keys")
-    consumer = spec.target_ref.name if spec.target_ref is not None else ""
-    found = bool(consumer) and rt.read(DEPLOYMENT, namespace, consumer) is not None
-    body = rt.claim_target(SECRETBINDING, body, DEPLOYMENT if found else None, consumer)
-    if found:
-        intent = render_consumer(owner, consumer, digest if spec.rollout_on_change else None)
-        rt.ensure(intent, MANAGER, APPLIED_DEPLOYMENT)
-    elif consumer:
-        ready = Condition(
-            "Ready",
-            False,
-            "TargetNotFound",
-            f"Deployment {consumer} not found; the Secret is "
-            "synced and will be rolled out once it exists",
+    def synced(
+        self,
+        fetched: dict[Fetch, RemoteSecret],
+        data: dict[str, str],
+        digest: str,
+        ready: Condition,
+    ) -> Requeue | None:
+        """Status after a good sync; the next refresh, on the key's grid
+        (providers/schedule.py), whole seconds as nextSyncTime shows them: every binding
+        served the same read lands on the same second."""
+        store = self.spec.store
+        SECRET_SYNC_TOTAL.labels(store, "Synced").inc()
+        SECRET_LAST_SUCCESS.labels(self.namespace, self.name).set_to_current_time()
+        next_at = None
+        if self.interval and self.needed:
+            read_at = min(r.read_at for r in fetched.values())
+            first_key = min(f.key for f in self.needed)
+            next_at = math.ceil(next_refresh(store, first_key, self.interval, read_at, time.time()))
+        reads = f"read {len(self.needed)} remote secret(s) from {store}"
+        _status(
+            self.rt,
+            self.body,
+            ACCEPTED,
+            Condition("Synced", True, "Synced", reads),
+            ready,
+            targetSecret=self.secret_name,
+            lastSyncTime=now(),
+            nextSyncTime=_rfc3339(next_at) if next_at else None,
+            secretHMAC=digest,
+            syncedKeys=sorted(data),
+        )
+        return Requeue(max(0.0, next_at - time.time())) if next_at else None
+
+
+def reconcile(rt: Runtime, namespace: str, name: str, matches: Matches) -> Requeue | None:
+    body = rt.read(SECRETBINDING, namespace, name)
+    if body is None:
+        matches.seen.pop((namespace, name), None)
+        forget_secretbinding(namespace, name)  # no series outlives its binding
+        return None
+    if body["metadata"].get("deletionTimestamp"):
+        # Release the consumer's fields (an owned Secret goes by garbage collection).
+        rt.release_target(SECRETBINDING, body)
+        return None
+    spec = rt.admit(SECRETBINDING, SECRET_BINDING, body, check=_store_known(rt),
+                    hint=" (one binding can hold many keys)")  # fmt: skip
+    if spec is None:
+        return None
+    sync = Sync(rt, body, spec, matches)
+    sync.check_secret()
+    if not sync.allowed():
+        return None  # no backend call; re-checked when the spec or the config changes
+    wait = sync.due()
+    if wait > 0:
+        return None if wait == float("inf") else Requeue(wait)
+    fetched = sync.fetch()
+    data = sync.render(fetched)
+    if data is None:
+        return None
+    digest = sync.write(data)
+    if digest is None:
+        return None
+    ready = sync.roll_out(digest, len(data))
+    return sync.synced(fetched, data, digest, ready)
+
+
+def _store_known(rt: Runtime) -> Callable[[SecretBindingSpec], str | None]:
+    def check(spec: SecretBindingSpec) -> str | None:
+        names = rt.providers.store_names()
+        if spec.store in names:
+            return None
+        return (
+            f"spec.store: store {spec.store!r} is not configured (configured stores: "
+            f"{', '.join(names) or 'none'}); ask the cluster admin or fix the name"
         )
 
-    FAILURES.reset(key)
-    SECRET_SYNC_TOTAL.labels(spec.store, "Synced").inc()
-    SECRET_LAST_SUCCESS.labels(namespace, name).set_to_current_time()
-    # On the key's refresh grid (providers/schedule.py), whole seconds as nextSyncTime
-    # shows them; every binding served the same read lands on the same second.
-    next_at = None
-    if interval and needed:
-        read_at = min(r.read_at for r in fetched.values())
-        first_key = min(f.key for f in needed)
-        next_at = math.ceil(next_refresh(spec.store, first_key, interval, read_at, time.time()))
-    _status(
-        rt,
-        body,
-        ACCEPTED,
-        Condition(
-            "Synced", True, "Synced", f"read {len(needed)} remote secret(s) from {spec.store}"
-        ),
-        ready,
-        targetSecret=secret_name,
-        lastSyncTime=now(),
-        nextSyncTime=_rfc3339(next_at) if next_at else None,
-        secretHMAC=digest,
-        syncedKeys=sorted(data),
-    )
-    return Requeue(max(0.0, next_at - time.time())) if next_at else None
+    return check
 
 
-def _finalize(rt: Runtime, body: Obj) -> None:
-    """Deleted: release the consumer's fields (an owned Secret goes by garbage collection)."""
-    meta = body["metadata"]
-    FAILURES.reset((meta["namespace"], meta["name"]))
-    rt.release_target(SECRETBINDING, body)
+def _controller() -> Controller:
+    matches = Matches()
+
+    def run(rt: Runtime, namespace: str, name: str) -> Requeue | None:
+        return reconcile(rt, namespace, name, matches)
+
+    def backoff(tuning: Tuning) -> Backoff:
+        return Backoff(tuning.sync_backoff_base, tuning.sync_backoff_cap)
+
+    return Controller(SECRETBINDING, run, owns=(SECRET,), targets=(DEPLOYMENT,), backoff=backoff)
+
+
+CONTROLLER = _controller()

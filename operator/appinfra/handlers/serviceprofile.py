@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 
 from appinfra.api.kinds import SERVICE_PROFILE
-from appinfra.controller import Runtime, Taken, describe_changes
-from appinfra.kube.client import KubeError, Obj
+from appinfra.api.names import Obj, applied_annotation, field_manager
+from appinfra.api.serviceprofile import ServiceProfileSpec
+from appinfra.controller import Controller, Runtime, Taken, Watch, describe_changes, same_target
+from appinfra.kube.client import KubeError
 from appinfra.kube.conditions import ACCEPTED, Condition
 from appinfra.kube.resources import (
     CONFIGMAP,
@@ -22,15 +24,19 @@ from appinfra.kube.resources import (
 from appinfra.kube.workqueue import Requeue
 from appinfra.render.common import Owner
 from appinfra.render.interpolate import MissingVariables
-from appinfra.render.serviceprofile import render_serviceprofile, variables_from_names
+from appinfra.render.serviceprofile import (
+    Rendered,
+    render_serviceprofile,
+    variables_from_names,
+)
 from appinfra.render.templates import TemplateError
 
 log = logging.getLogger("appinfra.serviceprofile")
 
-KIND = "ServiceProfile"
+KIND = SERVICEPROFILE.kind
 CHILD_KINDS = (CONFIGMAP, HPA, NETWORKPOLICY, PDB)
-MANAGER = "appinfra-serviceprofile"
-APPLIED = "appinfra.dev/applied-serviceprofile"
+MANAGER = field_manager(KIND)
+APPLIED = applied_annotation(KIND)
 RETRY_MISSING_SOURCE = 30.0
 
 
@@ -41,14 +47,41 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
     if body["metadata"].get("deletionTimestamp"):
         _finalize(rt, body)
         return None
-
     spec = rt.admit(SERVICEPROFILE, SERVICE_PROFILE, body)
     if spec is None:
         return None  # permanent until the spec or a rival changes (which enqueues us again)
     deployment = rt.target(SERVICEPROFILE, body, DEPLOYMENT, spec.target_ref.name)
     if deployment is None:
         return None
+    sources = _variable_sources(rt, body, spec)
+    if sources is None:
+        return Requeue(RETRY_MISSING_SOURCE)  # not watched: look again later
+    rendered = _render(rt, body, spec, deployment, sources)
+    if rendered is None:
+        return None
+    body = rt.claim_target(SERVICEPROFILE, body, DEPLOYMENT if rendered.deployment else None,
+                           spec.target_ref.name)  # fmt: skip
+    applied = _apply(rt, body, spec, rendered)
+    if applied is None:
+        return None
+    if applied:
+        log.info("%s", applied)
+        rt.event(body, "Applied", applied)
+    rt.write_status(
+        SERVICEPROFILE,
+        body,
+        [ACCEPTED, Condition("Ready", True, "Reconciled", "every child exists as rendered")],
+        replicaRange=rendered.replica_range,
+        policies=_attached_policies(rt, namespace, spec.target_ref.name),
+    )
+    return None
 
+
+def _variable_sources(
+    rt: Runtime, body: Obj, spec: ServiceProfileSpec
+) -> list[dict[str, str]] | None:
+    """The data of every variablesFrom ConfigMap, or None after reporting a missing one."""
+    namespace = body["metadata"]["namespace"]
     sources: list[dict[str, str]] = []
     for index, cm_name in enumerate(variables_from_names(spec)):
         cm = rt.kube.get(CONFIGMAP, namespace, cm_name)  # not watched: always read fresh
@@ -60,64 +93,49 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
                 f"spec.config.variablesFrom[{index}].configMapRef.name: ConfigMap {cm_name} "
                 f"not found in namespace {namespace}; create it or remove the entry",
             )
-            return Requeue(RETRY_MISSING_SOURCE)
+            return None
         sources.append(dict(cm.get("data") or {}))
+    return sources
 
-    owner = Owner.of(body)
+
+def _render(
+    rt: Runtime, body: Obj, spec: ServiceProfileSpec, deployment: Obj, sources: list[dict[str, str]]
+) -> Rendered | None:
+    """The desired children and Deployment fields, or None after reporting why not."""
     try:
-        rendered = render_serviceprofile(owner, spec, deployment, sources)
+        return render_serviceprofile(Owner.of(body), spec, deployment, sources)
     except MissingVariables as exc:
-        rt.reject(
-            SERVICEPROFILE,
-            body,
-            "Invalid",
+        message = (
             "spec.config.data: no value and no default for variable(s) "
             + ", ".join(exc.names)
-            + "; set them in spec.config.variables or variablesFrom, or add ${NAME:default}",
+            + "; set them in spec.config.variables or variablesFrom, or add ${NAME:default}"
         )
-        return None
     except TemplateError as exc:
-        rt.reject(SERVICEPROFILE, body, "Invalid", f"spec.{exc}")
-        return None
+        message = f"spec.{exc}"
+    rt.reject(SERVICEPROFILE, body, "Invalid", message)
+    return None
 
-    writes_target = rendered.deployment is not None
-    body = rt.claim_target(SERVICEPROFILE, body, DEPLOYMENT if writes_target else None,
-                           spec.target_ref.name)  # fmt: skip
+
+def _apply(rt: Runtime, body: Obj, spec: ServiceProfileSpec, rendered: Rendered) -> str | None:
+    """Write what changed and prune what is gone: a summary ("" when nothing changed),
+    or None after reporting why not (a refused write that retrying cannot help raises)."""
+    owner = Owner.of(body)
     changed: list[str] = []
     try:
         for obj in rendered.children:
-            _, did = rt.ensure_child(owner, obj, MANAGER)
-            if did:
+            if rt.ensure_child(owner, obj, MANAGER)[1]:
                 changed.append(f"{obj['kind']}/{obj['metadata']['name']}")
         deleted = rt.prune(owner, CHILD_KINDS, rendered.children)
-        if rendered.deployment is not None:
-            _, did = rt.ensure(rendered.deployment, MANAGER, APPLIED)
-            if did:
-                changed.append(f"Deployment/{spec.target_ref.name} fields")
+        deployment = rendered.deployment
+        if deployment is not None and rt.ensure(deployment, MANAGER, APPLIED)[1]:
+            changed.append(f"Deployment/{spec.target_ref.name} fields")
     except Taken as exc:
         rt.reject(SERVICEPROFILE, body, "Conflicted", str(exc))
         return None  # until the spec changes or that object goes (resync retries)
     except KubeError as exc:
-        rt.apply_failed(SERVICEPROFILE, body, exc)
-        if exc.invalid:
-            return None  # permanent: retried when the spec changes (or at resync)
-        raise
-
-    if changed or deleted:
-        summary = describe_changes(changed, deleted)
-        log.info("%s", summary)
-        rt.event(body, "Applied", summary)
-    rt.write_status(
-        SERVICEPROFILE,
-        body,
-        [
-            ACCEPTED,
-            Condition("Ready", True, "Reconciled", "every child exists as rendered"),
-        ],
-        replicaRange=rendered.replica_range,
-        policies=_attached_policies(rt, namespace, spec.target_ref.name),
-    )
-    return None
+        rt.apply_failed(SERVICEPROFILE, body, exc)  # raises unless retrying cannot help
+        return None
+    return describe_changes(changed, deleted)
 
 
 def _finalize(rt: Runtime, body: Obj) -> None:
@@ -143,3 +161,14 @@ def _attached_policies(rt: Runtime, namespace: str, deployment: str) -> list[dic
         )
         out.append({"kind": kind, "name": name, "ready": ready})
     return out
+
+
+CONTROLLER = Controller(
+    SERVICEPROFILE,
+    reconcile,
+    owns=CHILD_KINDS,
+    targets=(DEPLOYMENT,),
+    # status.policies lists the Ready of every other appinfra resource on the same
+    # Deployment: any change of theirs, even a status write, concerns the profile.
+    watches=tuple(Watch(res, same_target(KIND)) for res in ATTACHABLE.values()),
+)

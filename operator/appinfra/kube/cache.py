@@ -54,26 +54,21 @@ import zlib
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
+from appinfra.api.names import API_VERSION, GROUP, KINDS, OWNER_KIND, OWNER_NAME, Obj
 from appinfra.kube.diff import LONG, PAYLOAD, digest_payload, shorten
 from appinfra.kube.resources import (
     CONFIGMAP,
-    GROUP,
     HPA,
     NETWORKPOLICY,
     PDB,
     SECRET,
-    VERSION,
     Resource,
 )
 
-Obj = dict[str, Any]
 Key = tuple[str, str]  # (namespace, name)
 OwnerKey = tuple[str, str, str]  # (namespace, owner kind, owner name)
 
-OWNER_KIND = "appinfra.dev/owner-kind"
-OWNER_NAME = "appinfra.dev/owner-name"
 OUR_MANAGERS = "appinfra"  # field managers whose managedFields entries are kept
 # `kubectl apply` (client-side) copies the whole manifest into this annotation, which
 # doubles such objects; nothing here reads it.
@@ -81,8 +76,7 @@ LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 CHILD_TYPES = frozenset({CONFIGMAP, SECRET, HPA, NETWORKPOLICY, PDB})
 PAYLOAD_TYPES = frozenset({CONFIGMAP, SECRET})
-OWNER_API_VERSION = f"{GROUP}/{VERSION}"
-OWNER_KINDS = frozenset({"ServiceProfile", "SecretBinding", "HealthPolicy", "RateLimitPolicy"})
+OWNER_KINDS = frozenset(KINDS)
 # A JSON string literal longer than LONG (escapes counted as one character): objects
 # without one skip the walk that shortens them.
 _LONG_STRING = re.compile(rb'"(?:[^"\\]|\\.){%d}' % (LONG + 1))
@@ -103,7 +97,7 @@ def owned_by_appinfra(obj: Obj) -> bool:
     for ref in meta.get("ownerReferences") or ():
         if (
             ref.get("controller") is True
-            and ref.get("apiVersion") == OWNER_API_VERSION
+            and ref.get("apiVersion") == API_VERSION
             and ref.get("kind") in OWNER_KINDS
             and labels.get(OWNER_KIND) == ref.get("kind")
             and labels.get(OWNER_NAME) == ref.get("name")

@@ -7,9 +7,8 @@ and the target index that find the rivals (controller.Runtime.winner).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
-Obj = dict[str, Any]
+from appinfra.api.names import Obj
 
 
 def precedence(obj: Obj) -> tuple[str, str]:

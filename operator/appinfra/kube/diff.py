@@ -25,15 +25,17 @@ import json
 import os
 from typing import Any
 
-APPLIED_ANNOTATION = "appinfra.dev/applied"
+from appinfra.api.names import APPLIED_ANNOTATION, GROUP
+
+__all__ = ["APPLIED_ANNOTATION"]  # re-exported: the diff's default annotation
 
 PAYLOAD = ("data", "binaryData", "stringData")  # ConfigMap and Secret values
 # Where a cached ConfigMap or Secret keeps {field: {key: digest}} instead of PAYLOAD.
 # Not a Kubernetes field name (it has a "/"), so it can never clash with one; cached
 # objects are only read, never sent back.
-DIGESTS = "appinfra.dev/digests"
+DIGESTS = f"{GROUP}/digests"
 LONG = 1024  # longer strings of cached objects are kept as digests
-MARK = "appinfra.dev/sha256:"
+MARK = f"{GROUP}/sha256:"
 # Keyed per process: the digests exist only in this process's memory, compared only
 # with digests made here; keyed, they tell nothing about a Secret's values to anyone
 # who sees them (a heap dump), and nobody can craft a value that matches one.

@@ -35,13 +35,14 @@ from __future__ import annotations
 import codecs
 import json
 import logging
-import random
 import re
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from appinfra.kube.client import Kube, KubeError, Obj
+from appinfra.api.names import Obj
+from appinfra.kube.backoff import Backoff
+from appinfra.kube.client import Kube, KubeError
 from appinfra.kube.resources import Resource
 
 log = logging.getLogger("appinfra.informer")
@@ -52,7 +53,6 @@ Transform = Callable[[Obj], Obj | None]  # what to keep of an object; None: noth
 
 WATCH_SECONDS = 300  # server-side timeout of one watch request; then it is renewed
 READ_TIMEOUT = WATCH_SECONDS + 30  # bookmarks come about once a minute on a quiet stream
-BACKOFF_CAP = 30.0
 PAGE = 250  # objects per LIST page
 LIST_READ_TIMEOUT = 60  # seconds without a byte of a LIST page: the server is gone
 
@@ -239,20 +239,19 @@ class Informer:
         return {"labelSelector": self.selector} if self.selector else {}
 
     def _run(self) -> None:
-        failures = 0
+        backoff = Backoff(base=1.0, cap=30.0)
         while not self._stop.is_set():
             try:
                 if not self._version:
                     self._list()
                 self._watch()
-                failures = 0
+                backoff.reset()
             except Gone:
                 log.info("watch of %s expired (410 Gone): listing again", self.name)
                 self._version = ""
             except Exception as exc:  # any failure: log and retry; an informer never dies
-                failures += 1
-                delay = min(BACKOFF_CAP, 0.5 * 2 ** min(failures, 8)) * random.uniform(0.5, 1)
-                level = logging.WARNING if failures > 1 else logging.INFO
+                delay = backoff.next_delay()
+                level = logging.WARNING if backoff.failures.get(None, 0) > 1 else logging.INFO
                 log.log(level, "watch of %s failed (%s); retrying in %.1fs",
                         self.name, _describe(exc), delay)  # fmt: skip
                 self._stop.wait(delay)

@@ -7,16 +7,8 @@ runtime calls them before every write of a child or a Secret.
 
 from __future__ import annotations
 
-from typing import Any
+from appinfra.api.names import API_VERSION, MERGE_OPT_IN, Obj
 
-from appinfra.kube.resources import GROUP, VERSION
-
-Obj = dict[str, Any]
-
-OWNER_API_VERSION = f"{GROUP}/{VERSION}"
-# On a Secret appinfra did not create: the SecretBindings (comma-separated names, same
-# namespace) its owner lets write their keys into it with creationPolicy Merge.
-MERGE_OPT_IN = "appinfra.dev/merge-from"
 # Secrets whose content belongs to Kubernetes or to another tool: never merged into,
 # whatever their annotations say.
 PROTECTED_SECRET_TYPES = frozenset(
@@ -31,7 +23,7 @@ PROTECTED_SECRET_TYPES = frozenset(
 def controller_uid(obj: Obj | None) -> str | None:
     """The uid of the appinfra resource that controls `obj`, if one does."""
     for ref in (obj or {}).get("metadata", {}).get("ownerReferences") or []:
-        if ref.get("controller") and ref.get("apiVersion") == OWNER_API_VERSION:
+        if ref.get("controller") and ref.get("apiVersion") == API_VERSION:
             return str(ref.get("uid") or "") or None
     return None
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from appinfra.api.names import GROUP, PLURALS, VERSION
+
 
 @dataclass(frozen=True)
 class Resource:
@@ -44,12 +46,12 @@ NETWORKPOLICY = Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkP
 INGRESS = Resource("networking.k8s.io", "v1", "ingresses", "Ingress")
 PDB = Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")
 
-GROUP = "appinfra.dev"
-VERSION = "v1alpha1"
-SERVICEPROFILE = Resource(GROUP, VERSION, "serviceprofiles", "ServiceProfile")
-SECRETBINDING = Resource(GROUP, VERSION, "secretbindings", "SecretBinding")
-HEALTHPOLICY = Resource(GROUP, VERSION, "healthpolicies", "HealthPolicy")
-RATELIMITPOLICY = Resource(GROUP, VERSION, "ratelimitpolicies", "RateLimitPolicy")
+OURS = {kind: Resource(GROUP, VERSION, plural, kind) for kind, plural in PLURALS.items()}
+"""The appinfra kinds' own resources, by kind."""
+SERVICEPROFILE = OURS["ServiceProfile"]
+SECRETBINDING = OURS["SecretBinding"]
+HEALTHPOLICY = OURS["HealthPolicy"]
+RATELIMITPOLICY = OURS["RateLimitPolicy"]
 
 BY_KIND: dict[str, Resource] = {
     r.kind: r

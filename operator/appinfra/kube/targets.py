@@ -9,8 +9,22 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 
+from appinfra.api.names import Obj
+
 Target = tuple[str, str, str]  # (namespace, kind, name)
 Policy = tuple[str, str]  # (kind, name); the namespace is the target's
+
+
+def target_ref(body: Obj) -> tuple[str, str, str]:
+    """(group, kind, name) of an appinfra resource's spec.targetRef, with its defaults."""
+    ref = (body.get("spec") or {}).get("targetRef") or {}
+    return (str(ref.get("group", "apps")), str(ref.get("kind", "Deployment")), str(ref.get("name")))
+
+
+def target_of(body: Obj) -> Target:
+    """The index key of the target `body` names: (namespace, kind, name)."""
+    _, kind, name = target_ref(body)
+    return (body["metadata"]["namespace"], kind, name)
 
 
 class TargetIndex:

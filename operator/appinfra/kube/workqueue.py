@@ -1,5 +1,14 @@
 """A keyed work queue in the style of client-go's: dedup, one worker per key at a
-time, capped exponential backoff with jitter on failure.
+time, capped exponential backoff with jitter on failure (kube/backoff.py).
+
+The reconcile vocabulary, the same for every kind (kopf's and controller-runtime's):
+- return None: done; run again when something changes (a watch event, the resync);
+- return Requeue(after): done; run again after that long (a refresh, a poll);
+- raise TemporaryError: failed, and the status already says why; the queue retries
+  with backoff. Any other exception is a failure nobody reported yet: the caller's
+  wrapper reports it, and the queue retries with the same backoff.
+A rejected spec (permanent until it changes) is reported in status and returns None.
+The queue alone owns the backoff: one failure count per key, reset on success.
 
 Why not kopf's own create/update handlers: they persist progress in annotations on
 every resource (writes on every change and on restart), and appinfra must send zero
@@ -10,9 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from appinfra.kube.backoff import Backoff
+
+__all__ = ["Backoff", "Requeue", "TemporaryError", "WorkQueue"]
 
 log = logging.getLogger(__name__)
 
@@ -24,20 +36,9 @@ class Requeue:
     after: float
 
 
-@dataclass
-class Backoff:
-    base: float = 0.5
-    cap: float = 60.0
-    failures: dict[Hashable, int] = field(default_factory=dict)
-
-    def next_delay(self, key: Hashable) -> float:
-        n = self.failures.get(key, 0)
-        self.failures[key] = n + 1
-        # "Full jitter": spreads retries of many keys that failed together.
-        return random.uniform(self.base, min(self.cap, self.base * 2**n))
-
-    def reset(self, key: Hashable) -> None:
-        self.failures.pop(key, None)
+class TemporaryError(Exception):
+    """The reconcile failed for now and has said why in the resource's status (its
+    message is that status message, free of values): retried with backoff."""
 
 
 Reconcile = Callable[[Hashable], Awaitable[Requeue | None]]

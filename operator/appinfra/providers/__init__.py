@@ -1,7 +1,8 @@
 """Secret stores (Vault/OpenBao, AWS Secrets Manager, SSM Parameter Store) behind one interface.
 
 The SecretBinding reconciler uses `Providers` only; base.py defines the interface
-and errors, one module per backend implements it, registry.py picks by config.
+and errors, one module per backend implements it and registers itself in backends/ by its
+store-config key (`vault:`, `aws:`); registry.py holds the configured stores.
 """
 
 from appinfra.providers.base import (

@@ -15,11 +15,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
-from appinfra.observability.metrics import BACKEND_REQUESTS
+from prometheus_client import Counter
 
 Reason = Literal["BackendUnavailable", "SecretNotFound", "Forbidden", "Invalid"]
 
 T = TypeVar("T")
+
+BACKEND_REQUESTS = Counter(
+    "appinfra_backend_requests_total",
+    "Requests sent to secret stores, by store, operation and outcome (ok or an error reason).",
+    ["store", "operation", "status"],
+)
 
 
 class ProviderError(Exception):

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from appinfra.api.operatorconfig import OperatorConfig, SecretStore
+from appinfra.providers import backends
 from appinfra.providers.access import access_problem
 from appinfra.providers.base import Forbidden, Kube, Provider, RemoteSecret, UnknownStore
 from appinfra.providers.shared import SharedReads
@@ -24,22 +25,8 @@ Builder = Callable[[str, SecretStore, Kube], Provider]
 
 
 def build_provider(store_name: str, store: SecretStore, kube: Kube) -> Provider:
-    """The provider for one configured store. Builds clients only; nothing is sent yet.
-
-    The backends' modules are imported here, on first use: hvac and boto3 add about 20
-    and 30 MiB to the operator's memory, and most installations use one kind of store
-    or none.
-    """
-    if store.vault is not None:
-        from appinfra.providers.vault import VaultProvider
-
-        return VaultProvider(store_name, store.vault, kube)
-    assert store.aws is not None  # the config model requires exactly one backend
-    from appinfra.providers.aws import ParameterStoreProvider, SecretsManagerProvider
-
-    if store.aws.service == "SecretsManager":
-        return SecretsManagerProvider(store_name, store.aws, kube)
-    return ParameterStoreProvider(store_name, store.aws, kube, store.key_prefix)
+    """The provider for one configured store, from the backend registered for its key."""
+    return backends.build(store_name, store, kube)
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,16 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from appinfra.kube.resources import GROUP, VERSION
-
-MANAGED_BY = "app.kubernetes.io/managed-by"
-OWNER_KIND = "appinfra.dev/owner-kind"
-OWNER_NAME = "appinfra.dev/owner-name"
-MANAGED_SELECTOR = f"{MANAGED_BY}=appinfra"
-
-Obj = dict[str, Any]
+from appinfra.api.names import (
+    API_VERSION,
+    MANAGED_BY,
+    MANAGED_BY_US,
+    OWNER_KIND,
+    OWNER_NAME,
+    Obj,
+    field_manager,
+    target_annotation,
+)
 
 
 @dataclass(frozen=True)
@@ -33,12 +35,12 @@ class Owner:
 
     @property
     def labels(self) -> dict[str, str]:
-        return {MANAGED_BY: "appinfra", OWNER_KIND: self.kind, OWNER_NAME: self.name}
+        return {MANAGED_BY: MANAGED_BY_US, OWNER_KIND: self.kind, OWNER_NAME: self.name}
 
     @property
     def reference(self) -> Obj:
         return {
-            "apiVersion": f"{GROUP}/{VERSION}",
+            "apiVersion": API_VERSION,
             "kind": self.kind,
             "name": self.name,
             "uid": self.uid,
@@ -49,11 +51,11 @@ class Owner:
     @property
     def target_annotation(self) -> str:
         """`appinfra.dev/<kind-lowercase>`, set on the target so readers see who shapes it."""
-        return f"{GROUP}/{self.kind.lower()}"
+        return target_annotation(self.kind)
 
     @property
     def field_manager(self) -> str:
-        return f"appinfra-{self.kind.lower()}"
+        return field_manager(self.kind)
 
 
 def child(owner: Owner, api_version: str, kind: str, name: str, **fields: Any) -> Obj:

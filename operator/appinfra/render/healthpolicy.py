@@ -46,7 +46,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from appinfra.api.healthpolicy import HealthPolicySpec, Probe
-from appinfra.render.common import Obj, Owner, target_intent
+from appinfra.api.names import Obj
+from appinfra.render.common import Owner, target_intent
 
 LIVENESS = "livenessProbe"
 READINESS = "readinessProbe"

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import yaml
 
 from appinfra.api.kinds import SERVICE_PROFILE
+from appinfra.api.names import Obj
 from appinfra.api.validation import parse_spec
 from appinfra.render.common import Owner
 from appinfra.render.interpolate import MissingVariables
 from appinfra.render.serviceprofile import render_serviceprofile, variables_from_names
 from appinfra.render.templates import TemplateError
 
-Obj = dict[str, Any]
 NOT_YET = ("SecretBinding", "HealthPolicy", "RateLimitPolicy")
 
 

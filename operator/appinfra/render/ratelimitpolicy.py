@@ -75,8 +75,9 @@ from typing import Any, Literal
 
 import yaml
 
+from appinfra.api.names import Obj
 from appinfra.api.ratelimitpolicy import Enforcement, Limit, RateLimitPolicySpec
-from appinfra.render.common import Obj, Owner, child, target_intent
+from appinfra.render.common import Owner, child, target_intent
 
 EnforcedReason = Literal["Enforced", "PartiallyEnforced", "Unsupported"]
 

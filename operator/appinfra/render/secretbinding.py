@@ -13,13 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from appinfra.api.names import GROUP, SECRET_HASH, Obj
 from appinfra.api.secretbinding import MAX_SYNCED_KEYS, SecretBindingSpec
-from appinfra.kube.resources import GROUP
 from appinfra.providers.base import RemoteSecret
-from appinfra.render.common import Obj, Owner, child, target_intent
+from appinfra.render.common import Owner, child, target_intent
 from appinfra.render.templates import render_template
 
-SECRET_HASH = "appinfra.dev/secret-hash"
 MAX_DEPTH = 32  # deeper JSON is refused rather than walked (a hostile secret is data too)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from appinfra.api.names import CONFIG_HASH, Obj
 from appinfra.api.serviceprofile import (
     AutoscalingSpec,
     ConfigSpec,
@@ -17,11 +18,10 @@ from appinfra.api.serviceprofile import (
     RolloutSpec,
     ServiceProfileSpec,
 )
-from appinfra.render.common import Obj, Owner, child, content_hash, target_intent
+from appinfra.render.common import Owner, child, content_hash, target_intent
 from appinfra.render.interpolate import interpolate
 from appinfra.render.templates import render_template
 
-CONFIG_HASH = "appinfra.dev/config-hash"
 CONFIG_VOLUME = "appinfra-config"
 
 # kube-dns in kube-system, selected the way every distribution labels it.

@@ -1,0 +1,64 @@
+"""The names every layer shares, declared once: the API group and version, the four
+kinds, and the label, annotation and finalizer keys appinfra puts on objects.
+
+Everything from the CRDs to the cache's filters reads these constants; none of
+them may be spelled out anywhere else. Renaming one is an API change (see
+docs/api.md): users select and alert on these keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Obj = dict[str, Any]
+"""A Kubernetes object as the API server sends it: plain JSON, never model classes."""
+
+GROUP = "appinfra.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+PLURALS = {
+    "ServiceProfile": "serviceprofiles",
+    "SecretBinding": "secretbindings",
+    "HealthPolicy": "healthpolicies",
+    "RateLimitPolicy": "ratelimitpolicies",
+}
+KINDS = tuple(PLURALS)
+"""The appinfra kinds, in the order status, docs and the CLI list them."""
+
+# --- labels on every object appinfra creates (children) -----------------------------
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY_US = "appinfra"
+MANAGED_SELECTOR = f"{MANAGED_BY}={MANAGED_BY_US}"
+OWNER_KIND = f"{GROUP}/owner-kind"
+OWNER_NAME = f"{GROUP}/owner-name"
+
+# --- on appinfra's own resources -----------------------------------------------------
+FINALIZER = f"{GROUP}/release"
+"""Held while a target carries fields this resource wrote, so they are released first."""
+TARGET_CLAIM = f"{GROUP}/target"
+"""`<Kind>/<name>` of the target whose fields the resource wrote."""
+
+# --- on objects others own --------------------------------------------------------------
+MERGE_OPT_IN = f"{GROUP}/merge-from"
+"""On a Secret appinfra did not create: the SecretBindings (comma-separated names, same
+namespace) its owner lets write their keys into it with creationPolicy Merge."""
+APPLIED_ANNOTATION = f"{GROUP}/applied"
+"""Hash of what appinfra last applied to an object (see kube/diff.py)."""
+CONFIG_HASH = f"{GROUP}/config-hash"
+SECRET_HASH = f"{GROUP}/secret-hash"
+
+
+def target_annotation(kind: str) -> str:
+    """`appinfra.dev/<kind>` on a target: which resource of `kind` shapes it."""
+    return f"{GROUP}/{kind.lower()}"
+
+
+def applied_annotation(kind: str) -> str:
+    """`appinfra.dev/applied-<kind>`: the hash of what `kind` applied to a target."""
+    return f"{GROUP}/applied-{kind.lower()}"
+
+
+def field_manager(kind: str) -> str:
+    """The server-side apply field manager of `kind`'s writes: `appinfra-<kind>`."""
+    return f"appinfra-{kind.lower()}"
