@@ -14,19 +14,15 @@ still could not run code in the operator.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import hashlib
 import itertools
 import os
 import pickle
-import resource
-import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Mapping
 from multiprocessing.connection import Connection
-from types import FrameType
 from typing import Any
 
 MIB = 1024 * 1024
@@ -67,7 +63,7 @@ MAX_REPLY = 4 * 1024 * 1024 + 1024  # the 1 Mi character output in UTF-8, and th
 # the operator's environment may hold credentials.
 PASSED_ENV = ("PATH", "PYTHONPATH", "PYTHONHOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
 
-_ENTRY = "from appinfra.render.sandbox import serve; serve()"
+_ENTRY = "from appinfra.render.sandbox_worker import serve; serve()"
 
 
 class SandboxError(Exception):
@@ -343,100 +339,3 @@ def load() -> dict[str, tuple[int, int]]:
 def shutdown() -> None:
     """Stop the workers now (they also stop at exit, or when this process dies)."""
     _POOL.close()
-
-
-# --- the worker side ---------------------------------------------------------------------
-
-_armed = False
-
-
-def _on_cpu_timer(signum: int, frame: FrameType | None) -> None:
-    if _armed:
-        from appinfra.render.templates import CpuBudgetExceeded
-
-        raise CpuBudgetExceeded(CPU_SECONDS)
-
-
-def _vm_bytes() -> int | None:
-    """This process's address-space size (what RLIMIT_AS limits); None off Linux."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[0]) * resource.getpagesize()
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _limit(which: int, value: int) -> None:
-    # Not supported here (or already lower): the other limits still hold.
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(which, (value, value))
-
-
-def serve() -> None:
-    """A worker's main loop: read a request, render it under the budgets, reply; exit
-    at end of input (the operator closed the pipe or died)."""
-    global _armed
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on the CLI is for the parent
-    with contextlib.suppress(OSError):
-        os.nice(WORKER_NICENESS)
-    requests = Connection(os.dup(0), writable=False)
-    replies = Connection(os.dup(1), readable=False)
-    null = os.open(os.devnull, os.O_RDWR)
-    os.dup2(null, 0)
-    os.dup2(null, 1)  # nothing may write into the reply pipe but the replies
-
-    # What Jinja2 imports lazily, imported now: later imports would count against the
-    # memory budget and could try to write bytecode (see RLIMIT_FSIZE below).
-    import pprint  # noqa: F401
-    import textwrap  # noqa: F401
-
-    from appinfra.render.templates import CpuBudgetExceeded, TemplateError, render_here
-
-    baseline = _vm_bytes()
-    if baseline is not None:
-        # Hard limits too: nothing in this process may raise them again.
-        _limit(resource.RLIMIT_AS, baseline + MEMORY_MIB * MIB)
-    _limit(resource.RLIMIT_CORE, 0)
-    _limit(resource.RLIMIT_FSIZE, 0)  # writes no files...
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # ...and a write fails, not the process
-    _limit(resource.RLIMIT_NPROC, 0)  # starts no processes (ignored for root)
-    signal.signal(signal.SIGPROF, _on_cpu_timer)
-    replies.send_bytes(b"R")
-
-    while True:
-        try:
-            request = requests.recv_bytes()
-        except (EOFError, OSError):
-            return
-        name = "template"
-        try:
-            name, source, context = pickle.loads(request)
-            del request
-            _armed = True
-            signal.setitimer(signal.ITIMER_PROF, CPU_SECONDS)
-            try:
-                out = render_here(
-                    name, source, context, cpu_seconds=CPU_SECONDS, memory_mib=MEMORY_MIB
-                )
-            finally:
-                _armed = False
-                signal.setitimer(signal.ITIMER_PROF, 0)
-            kind, payload = b"O", out
-        except TemplateError as exc:
-            kind, payload = (b"B" if exc.budget else b"E"), str(exc)
-        except CpuBudgetExceeded:  # the timer fired after the render, before disarming
-            kind, payload = b"B", f"{name}: exceeded the CPU time budget of {CPU_SECONDS:g} s"
-        except MemoryError:
-            kind, payload = b"B", f"{name}: exceeded the memory budget of {MEMORY_MIB} MiB"
-        except Exception as exc:  # a bad request: say what kind only
-            kind, payload = b"E", f"{name}: the template worker failed ({type(exc).__name__})"
-        size = _vm_bytes()
-        retire = baseline is not None and size is not None and size > baseline + RETIRE_GROWTH
-        try:
-            replies.send_bytes(kind + (b"1" if retire else b"0") + payload.encode(
-                "utf-8", "surrogatepass"))  # fmt: skip
-        except (OSError, MemoryError):
-            return
-        del payload
-        if retire:
-            return
