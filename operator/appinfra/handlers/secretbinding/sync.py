@@ -1,57 +1,25 @@
-"""SecretBinding reconciler: check access -> fetch (shared) -> render -> write -> status.
-
-Rules that shape this code:
-- A backend failure never touches the target Secret: it is written only after
-  every read succeeded and the data rendered completely.
-- Forbidden (namespace or key prefix) is decided before any backend call.
-- Refreshes fall on a per-key grid (providers/schedule.py), so bindings of one key
-  share one read; failures back off exponentially with jitter and a cap (the work
-  queue's backoff, declared with this kind's controller below).
-- Messages name stores, keys and properties, never values.
-"""
+"""One sync of one SecretBinding, as the steps the reconciler runs in order; each step
+that fails says why in status first."""
 
 from __future__ import annotations
 
-import base64
 import datetime
 import logging
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from appinfra.api import names
 from appinfra.api.formats import duration_seconds
-from appinfra.api.kinds import SECRET_BINDING
-from appinfra.api.names import (
-    MANAGED_BY,
-    MANAGED_BY_US,
-    MERGE_OPT_IN,
-    OWNER_KIND,
-    OWNER_NAME,
-    Obj,
-    applied_annotation,
-    field_manager,
-)
+from appinfra.api.names import MERGE_OPT_IN, Obj
 from appinfra.api.secretbinding import SecretBindingSpec
-from appinfra.config import Tuning
-from appinfra.controller import Controller, Runtime, Taken, now, retry
-from appinfra.kube.backoff import Backoff
+from appinfra.controller import Runtime, Taken, now, retry
+from appinfra.handlers.secretbinding.secret import Matches, write_rule
 from appinfra.kube.client import KubeError
 from appinfra.kube.conditions import ACCEPTED, Condition
-from appinfra.kube.diff import DIGESTS
-from appinfra.kube.ownership import (
-    PROTECTED_SECRET_TYPES,
-    controlled_by,
-    controller_uid,
-    merge_allowed,
-)
 from appinfra.kube.resources import DEPLOYMENT, SECRET, SECRETBINDING
 from appinfra.kube.workqueue import Requeue
-from appinfra.observability.metrics import (
-    SECRET_LAST_SUCCESS,
-    SECRET_SYNC_TOTAL,
-    forget_secretbinding,
-)
+from appinfra.observability.metrics import SECRET_LAST_SUCCESS, SECRET_SYNC_TOTAL
 from appinfra.providers.base import ProviderError, RemoteSecret, SecretNotFound
 from appinfra.providers.schedule import next_refresh
 from appinfra.render.common import Owner
@@ -59,6 +27,7 @@ from appinfra.render.secretbinding import (
     ExtractError,
     Fetch,
     TooManyKeys,
+    applied_annotation,
     fetches,
     render_consumer,
     render_secret,
@@ -66,15 +35,12 @@ from appinfra.render.secretbinding import (
     secret_hmac,
     target_name,
 )
-from appinfra.render.secretbinding import (
-    applied_annotation as applied_annotation_of,
-)
 from appinfra.render.templates import TemplateError
 
 log = logging.getLogger("appinfra.secretbinding")
 
-MANAGER = field_manager(SECRETBINDING.kind)
-APPLIED_DEPLOYMENT = applied_annotation(SECRETBINDING.kind)
+MANAGER = names.field_manager(SECRETBINDING.kind)
+APPLIED_DEPLOYMENT = names.applied_annotation(SECRETBINDING.kind)
 
 
 def _parse_time(value: str | None) -> datetime.datetime | None:
@@ -111,83 +77,6 @@ def _sync_failed(rt: Runtime, body: Obj, store: str, reason: str, message: str) 
     )
 
 
-def _managed_by(obj: Obj | None, name: str) -> bool:
-    labels = (obj or {}).get("metadata", {}).get("labels") or {}
-    return bool(
-        labels.get(MANAGED_BY) == MANAGED_BY_US
-        and labels.get(OWNER_KIND) == "SecretBinding"
-        and labels.get(OWNER_NAME) == name
-    )
-
-
-def _write_rule(
-    spec: SecretBindingSpec, owner: Owner, secret: str
-) -> tuple[Callable[[Obj], bool], str]:
-    """Which existing Secret this binding may write (by creationPolicy), and what to do
-    when it may not. Owner: one it created (its controller reference). Orphan: one it
-    created and labelled (no reference, by design). Merge: one whose owner opted in."""
-    policy = spec.target.creation_policy
-    if policy == "Merge":
-        hint = (
-            f"creationPolicy Merge writes into a Secret only with its owner's consent: "
-            f"annotate it {MERGE_OPT_IN}: {owner.name} (never possible for Secrets of type "
-            f"{', '.join(sorted(PROTECTED_SECRET_TYPES))}), or choose another spec.target.name"
-        )
-        return (lambda live: merge_allowed(live, owner.name)), hint
-    hint = (
-        "appinfra never takes it over: choose another spec.target.name, or have its owner "
-        f"annotate it {MERGE_OPT_IN}: {owner.name} and set spec.target.creationPolicy: Merge "
-        "to write only this binding's keys into it"
-    )
-    if policy == "Orphan":
-        return (
-            lambda live: _managed_by(live, owner.name) and controller_uid(live) in (None, owner.uid)
-        ), hint
-    return (lambda live: controlled_by(live, owner.uid)), hint
-
-
-Seen = tuple[str, str, str]  # (uid, resourceVersion, secretHMAC) of a Secret
-
-
-@dataclass
-class Matches:
-    """Per binding: its Secret's (uid, resourceVersion, secretHMAC) when last known to
-    hold what the binding wrote. The cache keeps digests of a Secret's values, not the
-    values the HMAC needs: they are read with a GET only when the Secret changed since."""
-
-    seen: dict[tuple[str, str], Seen] = field(default_factory=dict)
-
-    def remember(self, binding: tuple[str, str], secret: Obj, digest: str) -> None:
-        meta = secret["metadata"]
-        self.seen[binding] = (meta["uid"], meta.get("resourceVersion", ""), digest)
-
-    def live_matches(self, rt: Runtime, body: Obj, live: Obj, status: Obj) -> bool:
-        binding = (body["metadata"]["namespace"], body["metadata"]["name"])
-        meta = live["metadata"]
-        if DIGESTS in live:  # from the cache: no values
-            seen = (
-                meta.get("uid", ""),
-                meta.get("resourceVersion", ""),
-                status.get("secretHMAC", ""),
-            )
-            if self.seen.get(binding) == seen:
-                return True
-            fresh = rt.kube.get(SECRET, meta["namespace"], meta["name"])
-            if fresh is None:
-                return False
-            live, meta = fresh, fresh["metadata"]
-        keys = status.get("syncedKeys") or []
-        raw = live.get("data") or {}
-        try:
-            data = {k: base64.b64decode(raw[k]).decode("utf-8", "surrogateescape") for k in keys}
-        except KeyError:
-            return False
-        if secret_hmac(data, meta["uid"]) != status.get("secretHMAC"):
-            return False
-        self.remember(binding, live, status["secretHMAC"])
-        return True
-
-
 @dataclass
 class Sync:
     """One reconcile of one binding, as the steps `reconcile` runs in order. A step
@@ -204,7 +93,7 @@ class Sync:
         self.namespace, self.name = meta["namespace"], meta["name"]
         self.owner = Owner.of(self.body)
         self.secret_name = target_name(self.spec, self.name)
-        self.mine, self.hint = _write_rule(self.spec, self.owner, self.secret_name)
+        self.mine, self.hint = write_rule(self.spec, self.owner, self.secret_name)
         self.needed = fetches(self.spec)
         self.interval = duration_seconds(self.spec.refresh_interval)
         self.live: Obj | None = None
@@ -330,7 +219,7 @@ class Sync:
                 self.owner,
                 render_secret(self.owner, self.spec, data),
                 f"{MANAGER}/{self.name}",
-                applied_annotation_of(self.name),
+                applied_annotation(self.name),
                 live=self.live,
                 mine=self.mine,
                 hint=self.hint,
@@ -407,63 +296,3 @@ class Sync:
             syncedKeys=sorted(data),
         )
         return Requeue(max(0.0, next_at - time.time())) if next_at else None
-
-
-def reconcile(rt: Runtime, namespace: str, name: str, matches: Matches) -> Requeue | None:
-    body = rt.read(SECRETBINDING, namespace, name)
-    if body is None:
-        matches.seen.pop((namespace, name), None)
-        forget_secretbinding(namespace, name)  # no series outlives its binding
-        return None
-    if body["metadata"].get("deletionTimestamp"):
-        # Release the consumer's fields (an owned Secret goes by garbage collection).
-        rt.release_target(SECRETBINDING, body)
-        return None
-    spec = rt.admit(SECRETBINDING, SECRET_BINDING, body, check=_store_known(rt),
-                    hint=" (one binding can hold many keys)")  # fmt: skip
-    if spec is None:
-        return None
-    sync = Sync(rt, body, spec, matches)
-    sync.check_secret()
-    if not sync.allowed():
-        return None  # no backend call; re-checked when the spec or the config changes
-    wait = sync.due()
-    if wait > 0:
-        return None if wait == float("inf") else Requeue(wait)
-    fetched = sync.fetch()
-    data = sync.render(fetched)
-    if data is None:
-        return None
-    digest = sync.write(data)
-    if digest is None:
-        return None
-    ready = sync.roll_out(digest, len(data))
-    return sync.synced(fetched, data, digest, ready)
-
-
-def _store_known(rt: Runtime) -> Callable[[SecretBindingSpec], str | None]:
-    def check(spec: SecretBindingSpec) -> str | None:
-        names = rt.providers.store_names()
-        if spec.store in names:
-            return None
-        return (
-            f"spec.store: store {spec.store!r} is not configured (configured stores: "
-            f"{', '.join(names) or 'none'}); ask the cluster admin or fix the name"
-        )
-
-    return check
-
-
-def _controller() -> Controller:
-    matches = Matches()
-
-    def run(rt: Runtime, namespace: str, name: str) -> Requeue | None:
-        return reconcile(rt, namespace, name, matches)
-
-    def backoff(tuning: Tuning) -> Backoff:
-        return Backoff(tuning.sync_backoff_base, tuning.sync_backoff_cap)
-
-    return Controller(SECRETBINDING, run, owns=(SECRET,), targets=(DEPLOYMENT,), backoff=backoff)
-
-
-CONTROLLER = _controller()
