@@ -28,10 +28,16 @@ KINDS = tuple(PLURALS)
 
 # --- labels on every object appinfra creates (children) -----------------------------
 MANAGED_BY = "app.kubernetes.io/managed-by"
+"""Label with value `appinfra` on every object appinfra creates (a child). It proves
+nothing by itself (anyone can copy it): ownership goes by the controller ownerReference."""
 MANAGED_BY_US = "appinfra"
 MANAGED_SELECTOR = f"{MANAGED_BY}={MANAGED_BY_US}"
+"""The label selector of appinfra's children; the operator lists and watches with it."""
 OWNER_KIND = f"{GROUP}/owner-kind"
+"""Label on a child: the kind of the appinfra resource it was made for."""
 OWNER_NAME = f"{GROUP}/owner-name"
+"""Label on a child: the name of the appinfra resource it was made for (hence names of at
+most 63 characters)."""
 
 # --- on appinfra's own resources -----------------------------------------------------
 FINALIZER = f"{GROUP}/release"
@@ -44,9 +50,14 @@ MERGE_OPT_IN = f"{GROUP}/merge-from"
 """On a Secret appinfra did not create: the SecretBindings (comma-separated names, same
 namespace) its owner lets write their keys into it with creationPolicy Merge."""
 APPLIED_ANNOTATION = f"{GROUP}/applied"
-"""Hash of what appinfra last applied to an object (see kube/diff.py)."""
+"""Hash of what appinfra last applied to a child (see kube/diff.py): a reconcile with
+nothing changed compares it and sends no write."""
 CONFIG_HASH = f"{GROUP}/config-hash"
+"""Pod-template annotation on a ServiceProfile's target (rolloutOnChange): a hash of the
+rendered config, so a change rolls the pods."""
 SECRET_HASH = f"{GROUP}/secret-hash"
+"""Pod-template annotation on a SecretBinding's target (rolloutOnChange): an HMAC of the
+synced data, so a change rolls the pods without revealing values."""
 
 
 def target_annotation(kind: str) -> str:

@@ -96,7 +96,9 @@ class VaultStore(ApiModel):
     )
     ca_bundle: str = Field(default="", description="PEM CA bundle; empty means system roots.")
     kv: VaultKV = Field(default_factory=VaultKV, description="The KV engine.")
-    auth: VaultAuth = Field(description="How to log in.")
+    auth: VaultAuth = Field(
+        description="How to log in: set exactly one of kubernetes, token or appRole."
+    )
 
 
 class AwsCredentialsRef(ApiModel):
