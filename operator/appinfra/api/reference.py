@@ -250,14 +250,13 @@ def _kind_section(kind: AnyKind) -> list[str]:
             f"| {column['name']} | {_cell(column['description'])}{wide} "
             f"| {_cell(_code(column['jsonPath']))} |"
         )
+    # Rules on the object itself (the name bound) are listed with the spec's.
+    object_rules = list(rules({"x-kubernetes-validations": root["x-kubernetes-validations"]}, ""))
     for part in ("spec", "status"):
         schema = root["properties"][part]
         lines += ["", f"### {kind.kind} {part}", "", _text(schema.get("description", "")), ""]
         lines += field_table(walk_below(schema, part))
-        part_rules = list(rules(schema, part))
-        if part == "spec":
-            part_rules = list(rules({"x-kubernetes-validations": root.get(
-                "x-kubernetes-validations", [])}, "")) + part_rules  # fmt: skip
+        part_rules = (object_rules if part == "spec" else []) + list(rules(schema, part))
         if part_rules:
             lines += ["", *rule_table(part_rules)]
     return lines
@@ -276,8 +275,8 @@ def _operator_config_section() -> list[str]:
         "",
         *rule_table(
             list(rules(schema, "")),
-            "Checked when the operator loads the file (an invalid file is refused with every "
-            "problem named); the same rules in CEL form:",
+            "Map keys, checked when the operator loads the file (an invalid file is refused "
+            "with every problem named), written as CEL as a CRD would carry them:",
         ),
     ]
 
