@@ -87,7 +87,8 @@ def _type(node: JsonSchema) -> str:
     if node.get("x-kubernetes-int-or-string"):
         return "integer or string"
     if node.get("x-kubernetes-preserve-unknown-fields"):
-        return "object (free-form)"
+        # With fields of its own (a core/v1 Probe), the rest is passed through unchecked.
+        return "object (other fields kept)" if node.get("properties") else "object (free-form)"
     kind = node.get("type", "")
     if kind == "array":
         item = _type(node.get("items", {}))
