@@ -58,6 +58,7 @@ run: venv controlplane
 crds: venv
 	$(VENV)/bin/python -m appinfra.api.crds crds/
 	cp crds/*.yaml charts/appinfra/crds/
+	$(VENV)/bin/python -m appinfra.api.reference docs/api.md
 
 lint: venv
 	$(VENV)/bin/ruff check operator tests bench
