@@ -1,104 +1,88 @@
-"""`appinfra render`: what the operator would apply, computed offline from files.
+"""`appinfra render`: what the operator would create and apply, computed offline from files.
 
-The same pure renderers the operator uses, fed from the given files instead of
-the cluster: the target Deployment and any variablesFrom ConfigMaps are looked
-up among the documents passed with -f.
+Each resource goes through its reconciler's steps with the same pure renderers the
+operator calls (offline_kinds.py, offline_secrets.py); the cluster is replaced by the
+documents passed with -f (targets, variablesFrom ConfigMaps) and the operator
+configuration by --config (secret stores and their access rules, the default rate
+limit enforcement). Secret stores are never contacted: values are placeholders.
+
+Output: on stdout, every object the operator would write, one YAML document each, in
+the order of the resources in the files and, per resource, in the order the operator
+writes them; a comment above each says how it is written. On stderr, problems as the
+resource's status would state them (`Kind namespace/name: Reason: message`) and notes
+on what offline rendering cannot know. Exit code 1 when any resource would not be
+Ready (or a file cannot be read), else 0.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import TextIO
 
 import yaml
 
-from appinfra.api.kinds import SERVICE_PROFILE
 from appinfra.api.names import Obj
-from appinfra.api.validation import parse_spec
 from appinfra.render.common import Owner
-from appinfra.render.interpolate import MissingVariables
-from appinfra.render.serviceprofile import render_serviceprofile, variables_from_names
-from appinfra.render.templates import TemplateError
+from appinfra.render.offline_inputs import InputError, Inputs, Outcome, load_inputs
+from appinfra.render.offline_kinds import (
+    render_healthpolicy_doc,
+    render_ratelimitpolicy_doc,
+    render_serviceprofile_doc,
+)
+from appinfra.render.offline_secrets import PLACEHOLDER_NOTE, render_secretbinding
 
-NOT_YET = ("SecretBinding", "HealthPolicy", "RateLimitPolicy")
+DEFAULT_NAMESPACE = "default"
+
+RENDERERS: dict[str, Callable[[Obj, Owner, Inputs], Outcome]] = {
+    "ServiceProfile": render_serviceprofile_doc,
+    "SecretBinding": render_secretbinding,
+    "HealthPolicy": render_healthpolicy_doc,
+    "RateLimitPolicy": render_ratelimitpolicy_doc,
+}
 
 
-def _documents(paths: list[str]) -> Iterator[Obj]:
-    for given in paths:
-        path = Path(given)
-        files = sorted(path.glob("*.y*ml")) if path.is_dir() else [path]
-        for file in files:
-            for doc in yaml.safe_load_all(file.read_text()):
-                if isinstance(doc, dict):
-                    yield doc
+def owner_of(doc: Obj) -> Owner:
+    """The resource as the owner of what it renders. Without a uid (a manifest has none)
+    the ownerReference shows where the API server's uid goes."""
+    meta = doc.get("metadata") or {}
+    kind, name = str(doc.get("kind")), str(meta.get("name") or "<unnamed>")
+    namespace = str(meta.get("namespace") or DEFAULT_NAMESPACE)
+    return Owner(kind, name, namespace, str(meta.get("uid") or f"<uid of {kind} {name}>"))
 
 
-def _find(docs: list[Obj], kind: str, namespace: str, name: str) -> Obj | None:
-    for doc in docs:
-        meta = doc.get("metadata") or {}
-        if (
-            doc.get("kind") == kind
-            and meta.get("name") == name
-            and meta.get("namespace", namespace) == namespace
-        ):
-            return doc
-    return None
+def render_inputs(inputs: Inputs) -> list[tuple[Owner, Outcome]]:
+    """Every appinfra resource among the documents, rendered, in the order given."""
+    rendered = []
+    for doc in inputs.resources:
+        owner = owner_of(doc)
+        rendered.append((owner, RENDERERS[owner.kind](doc, owner, inputs)))
+    return rendered
+
+
+def write_yaml(rendered: list[tuple[Owner, Outcome]], out: TextIO) -> None:
+    for owner, outcome in rendered:
+        for written in outcome.written:
+            out.write(f"---\n# {owner.kind} {owner.namespace}/{owner.name}: {written.how}\n")
+            yaml.safe_dump(written.obj, out, sort_keys=False)
 
 
 def render_paths(paths: list[str], config: str | None, out: TextIO, err: TextIO) -> int:
-    """Print the objects and patches as YAML; problems go to `err`. Exit code 1 on error."""
-    del config  # stores matter only for SecretBinding, which is not rendered yet
+    """Print what the operator would write as YAML; problems and notes go to `err`."""
     try:
-        docs = list(_documents(paths))
-    except (OSError, yaml.YAMLError) as exc:
+        inputs = load_inputs(paths, config)
+    except InputError as exc:
         print(f"error: {exc}", file=err)
         return 1
-    rendered: list[Obj] = []
+    rendered = render_inputs(inputs)
+    if any(owner.kind == "SecretBinding" for owner, _ in rendered):
+        print(f"note: {PLACEHOLDER_NOTE}", file=err)
     failed = False
-    for doc in docs:
-        kind = doc.get("kind")
-        meta = doc.get("metadata") or {}
-        label = f"{kind}/{meta.get('name')}"
-        if kind in NOT_YET:
-            print(f"# skipped {label}: rendering of {kind} is not implemented yet", file=err)
-            continue
-        if kind != "ServiceProfile":
-            continue
-        spec, problems = parse_spec(SERVICE_PROFILE, doc)
-        if spec is None:
-            for problem in problems:
-                print(f"{label}: {problem}", file=err)
+    for owner, outcome in rendered:
+        label = f"{owner.kind} {owner.namespace}/{owner.name}"
+        for note in outcome.notes:
+            print(f"note: {label}: {note}", file=err)
+        for reason, message in outcome.problems:
+            print(f"{label}: {reason}: {message}", file=err)
             failed = True
-            continue
-        namespace = meta.get("namespace", "default")
-        owner = Owner(kind, meta["name"], namespace, meta.get("uid", ""))
-        deployment = _find(docs, "Deployment", namespace, spec.target_ref.name)
-        if deployment is None:
-            print(
-                f"{label}: Deployment {spec.target_ref.name} not among the files; pass it "
-                "with -f to render the Deployment fields, selectors and container injection",
-                file=err,
-            )
-            deployment = {"metadata": {"name": spec.target_ref.name, "namespace": namespace}}
-        deployment.setdefault("metadata", {}).setdefault("namespace", namespace)
-        sources = []
-        for name in variables_from_names(spec):
-            cm = _find(docs, "ConfigMap", namespace, name)
-            if cm is None:
-                print(f"{label}: variablesFrom ConfigMap {name} not among the files", file=err)
-                failed = True
-                break
-            sources.append(dict(cm.get("data") or {}))
-        else:
-            try:
-                result = render_serviceprofile(owner, spec, deployment, sources)
-            except (MissingVariables, TemplateError) as exc:
-                print(f"{label}: spec.config: {exc}", file=err)
-                failed = True
-                continue
-            rendered.extend(result.children)
-            if result.deployment is not None:
-                rendered.append(result.deployment)
-    yaml.safe_dump_all(rendered, out, sort_keys=False)
+    write_yaml(rendered, out)
     return 1 if failed else 0
