@@ -15,6 +15,7 @@ from tests.invalid_specs import INVALID_SPECS, InvalidSpec
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
+MINIMAL = EXAMPLES / "minimal"  # one minimal resource per kind
 
 
 def _write(tmp_path: Path, name: str, *documents: object) -> str:
@@ -38,21 +39,28 @@ def test_invalid_specs_cover_every_kind_and_enough_cases() -> None:
     assert len({case.id for case in INVALID_SPECS}) == len(INVALID_SPECS)
 
 
-def test_examples_validate_clean() -> None:
-    assert validate_paths([str(EXAMPLES)]) == []
+@pytest.mark.parametrize("examples", [EXAMPLES, MINIMAL], ids=["full", "minimal"])
+def test_examples_validate_clean(examples: Path) -> None:
+    assert validate_paths([str(examples)]) == []
 
 
-def test_examples_contain_every_kind() -> None:
-    kinds = {
+@pytest.mark.parametrize("examples", [EXAMPLES, MINIMAL], ids=["full", "minimal"])
+def test_examples_contain_every_kind(examples: Path) -> None:
+    kinds = [
         doc["kind"]
-        for path in EXAMPLES.glob("*.yaml")
+        for path in examples.glob("*.yaml")
         for doc in yaml.safe_load_all(path.read_text())
-    }
-    assert set(BY_KIND) <= kinds
+    ]
+    assert set(BY_KIND) <= set(kinds)
+    if examples == MINIMAL:
+        assert all(kinds.count(kind) == 1 for kind in BY_KIND)
 
 
-def test_cli_validate_examples_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["validate", "-f", str(EXAMPLES)]) == 0
+@pytest.mark.parametrize("examples", [EXAMPLES, MINIMAL], ids=["full", "minimal"])
+def test_cli_validate_examples_exits_zero(
+    examples: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["validate", "-f", str(examples)]) == 0
     assert capsys.readouterr().out == ""
 
 

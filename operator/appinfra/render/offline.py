@@ -59,11 +59,23 @@ def render_inputs(inputs: Inputs) -> list[tuple[Owner, Outcome]]:
     return rendered
 
 
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (config files, limits.json) as `|` blocks, readable as written."""
+
+
+def _text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _text)
+
+
 def write_yaml(rendered: list[tuple[Owner, Outcome]], out: TextIO) -> None:
     for owner, outcome in rendered:
         for written in outcome.written:
             out.write(f"---\n# {owner.kind} {owner.namespace}/{owner.name}: {written.how}\n")
-            yaml.safe_dump(written.obj, out, sort_keys=False)
+            yaml.dump(written.obj, out, Dumper=_Dumper, sort_keys=False)
 
 
 def render_paths(paths: list[str], config: str | None, out: TextIO, err: TextIO) -> int:
