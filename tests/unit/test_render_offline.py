@@ -169,6 +169,16 @@ def test_serviceprofile_missing_configmap_and_variable_in_the_operators_words(
     assert "Invalid: spec.config.data: no value and no default for variable(s) NOPE;" in err
 
 
+def test_resources_sharing_a_target_are_noted(write: Any) -> None:
+    one = resource("ServiceProfile", "one", targetRef={"name": "web"}, config={"data": {}})
+    two = resource("ServiceProfile", "two", targetRef={"name": "web"}, config={"data": {}})
+    _, _, err, _ = render(write(one, two, deployment()))
+    assert (
+        "note: ServiceProfiles one, two all target Deployment web in namespace shop: in the "
+        "cluster only the oldest acts, the others are Conflicted"
+    ) in err
+
+
 def test_invalid_spec_is_reported_like_admission(write: Any) -> None:
     rc, docs, err, _ = render(write(resource("ServiceProfile", targetRef={"name": "web"},
                                              autoscaling={"maxReplicas": "3"})))  # fmt: skip

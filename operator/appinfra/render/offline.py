@@ -71,6 +71,24 @@ def _text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _text)
 
 
+def rivals(inputs: Inputs) -> list[str]:
+    """Notes on resources of one kind sharing a target: in the cluster only the oldest
+    acts and the others are Conflicted; which is oldest, manifests do not say."""
+    by_target: dict[tuple[str, str, str, str], list[str]] = {}
+    for doc in inputs.resources:
+        owner = owner_of(doc)
+        ref = (doc.get("spec") or {}).get("targetRef")
+        if isinstance(ref, dict) and ref.get("name"):
+            target = (owner.kind, owner.namespace, str(ref.get("kind", "Deployment")), ref["name"])
+            by_target.setdefault(target, []).append(owner.name)
+    return [
+        f"{kind}s {', '.join(names)} all target {target} {name} in namespace {namespace}: "
+        f"in the cluster only the oldest acts, the others are Conflicted"
+        for (kind, namespace, target, name), names in by_target.items()
+        if len(names) > 1
+    ]
+
+
 def write_yaml(rendered: list[tuple[Owner, Outcome]], out: TextIO) -> None:
     for owner, outcome in rendered:
         for written in outcome.written:
@@ -88,6 +106,8 @@ def render_paths(paths: list[str], config: str | None, out: TextIO, err: TextIO)
     rendered = render_inputs(inputs)
     if any(owner.kind == "SecretBinding" for owner, _ in rendered):
         print(f"note: {PLACEHOLDER_NOTE}", file=err)
+    for note in rivals(inputs):
+        print(f"note: {note}", file=err)
     failed = False
     for owner, outcome in rendered:
         label = f"{owner.kind} {owner.namespace}/{owner.name}"
