@@ -162,12 +162,9 @@ def defaulted(cluster: Cluster, rendered: Obj, live: Obj) -> Obj:
     another name, with the live owner's uid."""
     obj = copy.deepcopy(rendered)
     obj["metadata"]["name"] += "-render-check"
-    for ref, live_ref in zip(
-        obj["metadata"].get("ownerReferences") or [],
-        live["metadata"].get("ownerReferences") or [],
-        strict=True,
-    ):
-        ref["uid"] = live_ref["uid"]
+    uids = {(r["kind"], r["name"]): r["uid"] for r in live["metadata"].get("ownerReferences") or []}
+    for ref in obj["metadata"].get("ownerReferences") or []:
+        ref["uid"] = uids.get((ref["kind"], ref["name"]), ref["uid"])
     proc = cluster.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-",
                            input=json.dumps(obj))  # fmt: skip
     out: Obj = json.loads(proc.stdout)
