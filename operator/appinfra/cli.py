@@ -77,14 +77,104 @@ def _cmd_uninstall(args: argparse.Namespace) -> int:
     return 0
 
 
+# Examples shown under each command's --help (argparse epilogs, printed as written).
+MAIN_EXAMPLES = """\
+examples:
+  appinfra run --config examples/operator-config/config.yaml   # against $KUBECONFIG
+  appinfra validate -f examples/                               # check manifests offline
+  appinfra render -f examples/ --config config.yaml            # what the operator would write
+  appinfra crds | kubectl apply --server-side -f -             # install or upgrade the CRDs
+
+Run `appinfra COMMAND --help` for a command's options and examples. Condition reasons
+and what to do about them: the "Troubleshooting" section of the README.
+"""
+
+RUN_EXAMPLES = """\
+examples:
+  # every namespace, the configuration the Helm chart mounts
+  appinfra run --config /etc/appinfra/config.yaml
+  # only two namespaces, human-readable logs, debug level
+  appinfra run -n shop -n payments --log-format text -v
+  # one of several replicas: only the holder of the Lease reconciles
+  POD_NAMESPACE=appinfra appinfra run --leader-elect --log-format json
+
+The configuration file (secret stores, rateLimit.defaultEnforcement) is re-read when it
+changes; an example is examples/operator-config/config.yaml.
+"""
+
+CRDS_EXAMPLES = """\
+examples:
+  appinfra crds > crds.yaml
+  appinfra crds | kubectl apply --server-side -f -
+"""
+
+VALIDATE_EXAMPLES = """\
+examples:
+  appinfra validate -f examples/                 # every *.yaml and *.yml in the directory
+  appinfra validate -f sp.yaml -f binding.yaml   # several files
+
+Checks appinfra resources with the operator's own models and the CRDs' rules; other
+kinds are skipped. Prints FILE: Kind/name: field.path: message per problem, exit 1.
+"""
+
+RENDER_EXAMPLES = """\
+examples:
+  # the example service: targets and ConfigMaps are looked up among the files
+  appinfra render -f examples/ --config examples/operator-config/config.yaml
+  # one resource and the Deployment it targets
+  appinfra render -f healthpolicy.yaml -f deployment.yaml
+  # only the objects, without the notes
+  appinfra render -f examples/minimal/ 2>/dev/null
+
+stdout: every object the operator would create, and the fields it would apply to
+targets, as YAML (a comment above each says how it is written). stderr: problems as
+the resource's status would state them (Kind namespace/name: Reason: message) and
+notes. Exit 1 when a resource would not be Ready. Secret stores are never contacted:
+secret values are placeholders such as <from vault-main: shop/db#password>.
+Without --config, SecretBinding stores and their access rules are not checked and
+RateLimitPolicy's default enforcement is IngressNginx.
+"""
+
+UNINSTALL_EXAMPLES = """\
+examples:
+  helm uninstall appinfra -n appinfra
+  appinfra uninstall                 # every namespace
+  appinfra uninstall -n shop         # only one namespace
+  kubectl delete -f crds/
+"""
+
+VERSION_EXAMPLES = """\
+examples:
+  appinfra version
+"""
+
+
+def _command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help: str,
+    examples: str,
+    description: str | None = None,
+) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name,
+        help=help,
+        description=description or help[0].upper() + help[1:] + ".",
+        epilog=examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="appinfra",
         description="Kubernetes operator for config, secrets, health and rate limits.",
+        epilog=MAIN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the operator (KUBECONFIG or in-cluster)")
+    run = _command(sub, "run", "run the operator (KUBECONFIG or in-cluster)", RUN_EXAMPLES)
     scope = run.add_mutually_exclusive_group()
     scope.add_argument(
         "--namespace",
@@ -97,8 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument(
         "--all-namespaces", "-A", action="store_true", help="watch every namespace (default)"
     )
-    run.add_argument("--config", default=DEFAULT_CONFIG, help="operator configuration file")
-    run.add_argument("--log-format", choices=["text", "json"], default="text")
+    run.add_argument(
+        "--config",
+        default=DEFAULT_CONFIG,
+        metavar="FILE",
+        help=f"operator configuration file (default: {DEFAULT_CONFIG})",
+    )
+    run.add_argument("--log-format", choices=["text", "json"], default="text",
+                     help="log line format (default: text)")  # fmt: skip
     run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     run.add_argument(
         "--metrics-port", type=int, default=8081, help="Prometheus metrics port (0: off)"
@@ -117,21 +213,36 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lease-name", default="appinfra", help="name of the Lease")
     run.set_defaults(func=_cmd_run)
 
-    crds = sub.add_parser("crds", help="print the CRD manifests")
+    crds = _command(sub, "crds", "print the CRD manifests", CRDS_EXAMPLES)
     crds.set_defaults(func=_cmd_crds)
 
-    validate = sub.add_parser("validate", help="validate resources offline; exit 1 on error")
-    validate.add_argument("-f", "--file", action="append", required=True, metavar="FILE")
+    validate = _command(
+        sub, "validate", "validate resources offline; exit 1 on error", VALIDATE_EXAMPLES
+    )
+    validate.add_argument("-f", "--file", action="append", required=True, metavar="FILE",
+                          help="a YAML file or a directory of them (repeatable)")  # fmt: skip
     validate.set_defaults(func=_cmd_validate)
 
-    render = sub.add_parser("render", help="print what the operator would apply, offline")
-    render.add_argument("-f", "--file", action="append", required=True, metavar="FILE")
-    render.add_argument("--config", default=None, help="operator configuration file")
+    render = _command(
+        sub, "render", "print what the operator would create and apply, offline", RENDER_EXAMPLES
+    )
+    render.add_argument("-f", "--file", action="append", required=True, metavar="FILE",
+                        help="a YAML file or a directory of them (repeatable): the appinfra "
+                        "resources, their targets and variablesFrom ConfigMaps")  # fmt: skip
+    render.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="the operator configuration: secret stores and their access rules, the "
+        "default rate limit enforcement (default: none)",
+    )
     render.set_defaults(func=_cmd_render)
 
-    uninstall = sub.add_parser(
+    uninstall = _command(
+        sub,
         "uninstall",
-        help="after the operator is removed: release its Deployment fields and finalizers",
+        "after the operator is removed: release its Deployment fields and finalizers",
+        UNINSTALL_EXAMPLES,
         description="Run after `helm uninstall` and before deleting the CRDs: gives back "
         "every field appinfra wrote on targets it does not own and removes its finalizer, "
         "so namespace and CRD deletion do not wait for an operator that is gone.",
@@ -142,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     uninstall.set_defaults(func=_cmd_uninstall)
 
-    version = sub.add_parser("version", help="print the version")
+    version = _command(sub, "version", "print the version", VERSION_EXAMPLES)
     version.set_defaults(func=_cmd_version)
     return parser
 
