@@ -231,7 +231,6 @@ def test_render_matches_what_the_operator_writes_for_every_kind(
     remote_api = {"API_KEY": "k-1", "API_URL": "https://api"}
     bao.create_or_update_secret(path=f"{namespace}/payments/db", secret={"password": "pw-1"})
     bao.create_or_update_secret(path=f"{namespace}/payments/api", secret=remote_api)
-    bao.create_or_update_secret(path=f"{namespace}/hello", secret={"password": "pw-2"})
     docs = examples_in(namespace)
     assert {d["kind"] for d in docs} >= set(KIND_OF.values())
     apply(cluster, *docs)
