@@ -152,14 +152,15 @@ examples:
 def _command(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     name: str,
-    help: str,
+    summary: str,
     examples: str,
     description: str | None = None,
 ) -> argparse.ArgumentParser:
+    """A command whose --help ends with its examples, printed as written."""
     return sub.add_parser(
         name,
-        help=help,
-        description=description or help[0].upper() + help[1:] + ".",
+        help=summary,
+        description=description or summary[0].upper() + summary[1:] + ".",
         epilog=examples,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -38,8 +38,6 @@ def reasons_in(tree: ast.AST) -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and _name(node.func) in REASON_ARGUMENT:
             index = REASON_ARGUMENT[_name(node.func)]
-            args = list(node.args)
-            args += [k.value for k in node.keywords if k.arg == "reason"]
             if len(node.args) > index:
                 found.update(_strings(node.args[index]))
             for keyword in node.keywords:
