@@ -81,7 +81,7 @@ def validate_paths(paths: Iterable[str]) -> list[str]:
     are not appinfra's are skipped.
     """
     lines = []
-    for path in _expand(paths):
+    for path in yaml_files(paths):
         try:
             documents = list(yaml.safe_load_all(path.read_text()))
         except OSError as error:
@@ -90,7 +90,7 @@ def validate_paths(paths: Iterable[str]) -> list[str]:
         except yaml.YAMLError as error:
             lines.append(f"{path}: {_describe_yaml_error(error)}")
             continue
-        for obj in _objects(documents):
+        for obj in objects(documents):
             if not isinstance(obj, Mapping):
                 lines.append(f"{path}: document is not a mapping (a Kubernetes object)")
             elif _is_ours(obj):
@@ -99,7 +99,8 @@ def validate_paths(paths: Iterable[str]) -> list[str]:
     return lines
 
 
-def _expand(paths: Iterable[str]) -> Iterator[Path]:
+def yaml_files(paths: Iterable[str]) -> Iterator[Path]:
+    """The given files, and the YAML files in the given directories (sorted)."""
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
@@ -110,11 +111,11 @@ def _expand(paths: Iterable[str]) -> Iterator[Path]:
             yield path
 
 
-def _objects(documents: Iterable[Any]) -> Iterator[Any]:
+def objects(documents: Iterable[Any]) -> Iterator[Any]:
     """Top-level documents, with the items of a `kind: List` taken out; empty ones dropped."""
     for document in documents:
         if isinstance(document, Mapping) and document.get("kind") == "List":
-            yield from _objects(document.get("items") or [])
+            yield from objects(document.get("items") or [])
         elif document is not None:
             yield document
 

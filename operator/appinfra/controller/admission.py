@@ -14,6 +14,7 @@ from appinfra.controller.status import Status
 from appinfra.kube.conflicts import effective
 from appinfra.kube.resources import Resource
 from appinfra.kube.targets import target_of
+from appinfra.render import messages
 
 SpecT = TypeVar("SpecT", bound=ApiModel)
 
@@ -76,7 +77,6 @@ class Admission(Status):
                 res,
                 body,
                 "TargetNotFound",
-                f"{target.kind} {name} not found in namespace {namespace}; "
-                "it will be configured as soon as it is created",
+                messages.target_not_found(target.kind, name, namespace),
             )
         return live

@@ -19,6 +19,7 @@ from appinfra.kube.resources import (
 )
 from appinfra.kube.targets import target_ref
 from appinfra.kube.workqueue import Requeue
+from appinfra.render import messages
 from appinfra.render.common import Owner
 from appinfra.render.ratelimitpolicy import render_ratelimitpolicy
 
@@ -47,8 +48,7 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> Requeue | None:
             RATELIMITPOLICY,
             body,
             "Invalid",
-            f"spec.enforcement: the operator's default enforcement IngressNginx needs an "
-            f"Ingress target, not a {spec.target_ref.kind}; set spec.enforcement",
+            messages.enforcement_needs_ingress(spec.target_ref.kind),
         )
         return None
     res, target_name = _target(body)

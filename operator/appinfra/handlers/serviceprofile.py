@@ -22,6 +22,7 @@ from appinfra.kube.resources import (
     SERVICEPROFILE,
 )
 from appinfra.kube.workqueue import Requeue
+from appinfra.render import messages
 from appinfra.render.common import Owner
 from appinfra.render.interpolate import MissingVariables
 from appinfra.render.serviceprofile import (
@@ -86,13 +87,8 @@ def _variable_sources(
     for index, cm_name in enumerate(variables_from_names(spec)):
         cm = rt.kube.get(CONFIGMAP, namespace, cm_name)  # not watched: always read fresh
         if cm is None:
-            rt.reject(
-                SERVICEPROFILE,
-                body,
-                "Invalid",
-                f"spec.config.variablesFrom[{index}].configMapRef.name: ConfigMap {cm_name} "
-                f"not found in namespace {namespace}; create it or remove the entry",
-            )
+            message = messages.variables_source_missing(index, cm_name, namespace)
+            rt.reject(SERVICEPROFILE, body, "Invalid", message)
             return None
         sources.append(dict(cm.get("data") or {}))
     return sources
@@ -105,11 +101,7 @@ def _render(
     try:
         return render_serviceprofile(Owner.of(body), spec, deployment, sources)
     except MissingVariables as exc:
-        message = (
-            "spec.config.data: no value and no default for variable(s) "
-            + ", ".join(exc.names)
-            + "; set them in spec.config.variables or variablesFrom, or add ${NAME:default}"
-        )
+        message = messages.variables_missing(exc.names)
     except TemplateError as exc:
         message = f"spec.{exc}"
     rt.reject(SERVICEPROFILE, body, "Invalid", message)

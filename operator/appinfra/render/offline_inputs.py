@@ -3,17 +3,15 @@ operator configuration from --config, and what one resource's render yields."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from appinfra.api.names import PLURALS, Obj
 from appinfra.api.operatorconfig import ConfigError, OperatorConfig, load_config
-
-_YAML_SUFFIXES = {".yaml", ".yml"}
+from appinfra.api.validation import objects, yaml_files
 
 
 class InputError(Exception):
@@ -75,14 +73,14 @@ def load_inputs(paths: Iterable[str], config_path: str | None) -> Inputs:
     """Read every file (directories: their *.yaml and *.yml, not recursive; `kind: List`
     opened) and the configuration; raise InputError naming the file."""
     documents: list[Obj] = []
-    for path in _expand(paths):
+    for path in yaml_files(paths):
         try:
             loaded = list(yaml.safe_load_all(path.read_text()))
         except OSError as exc:
             raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
         except yaml.YAMLError as exc:
             raise InputError(f"{path}: invalid YAML: {exc}") from None
-        documents.extend(doc for doc in _objects(loaded) if isinstance(doc, dict))
+        documents.extend(doc for doc in objects(loaded) if isinstance(doc, dict))
     if config_path is None:
         return Inputs(documents, OperatorConfig(), config_given=False)
     try:
@@ -92,22 +90,3 @@ def load_inputs(paths: Iterable[str], config_path: str | None) -> Inputs:
     except ConfigError as exc:
         raise InputError(f"--config {config_path}: {exc}") from None
     return Inputs(documents, config, config_given=True)
-
-
-def _expand(paths: Iterable[str]) -> Iterator[Path]:
-    for given in paths:
-        path = Path(given)
-        if path.is_dir():
-            yield from sorted(
-                p for p in path.iterdir() if p.suffix in _YAML_SUFFIXES and p.is_file()
-            )
-        else:
-            yield path
-
-
-def _objects(documents: Iterable[Any]) -> Iterator[Any]:
-    for document in documents:
-        if isinstance(document, dict) and document.get("kind") == "List":
-            yield from _objects(document.get("items") or [])
-        elif document is not None:
-            yield document

@@ -12,6 +12,7 @@ from __future__ import annotations
 from appinfra.api.kinds import HEALTH_POLICY, RATE_LIMIT_POLICY, SERVICE_PROFILE
 from appinfra.api.names import Obj, field_manager
 from appinfra.api.validation import parse_spec
+from appinfra.render import messages
 from appinfra.render.common import Owner
 from appinfra.render.healthpolicy import render_healthpolicy
 from appinfra.render.interpolate import MissingVariables
@@ -24,10 +25,7 @@ OWNED = "created and owned (deleted with its owner)"
 
 
 def target_not_found(kind: str, name: str, namespace: str) -> tuple[str, str]:
-    return "TargetNotFound", (
-        f"{kind} {name} not found in namespace {namespace}; "
-        "it will be configured as soon as it is created"
-    )
+    return "TargetNotFound", messages.target_not_found(kind, name, namespace)
 
 
 def _target(out: Outcome, inputs: Inputs, owner: Owner, kind: str, name: str) -> Obj | None:
@@ -56,21 +54,13 @@ def render_serviceprofile_doc(doc: Obj, owner: Owner, inputs: Inputs) -> Outcome
     for index, cm_name in enumerate(variables_from_names(spec)):
         cm = inputs.find("ConfigMap", owner.namespace, cm_name)
         if cm is None:
-            return out.fail(
-                "Invalid",
-                f"spec.config.variablesFrom[{index}].configMapRef.name: ConfigMap {cm_name} "
-                f"not found in namespace {owner.namespace}; create it or remove the entry",
-            )
+            message = messages.variables_source_missing(index, cm_name, owner.namespace)
+            return out.fail("Invalid", message)
         sources.append(dict(cm.get("data") or {}))
     try:
         rendered = render_serviceprofile(owner, spec, deployment, sources)
     except MissingVariables as exc:
-        return out.fail(
-            "Invalid",
-            "spec.config.data: no value and no default for variable(s) "
-            + ", ".join(exc.names)
-            + "; set them in spec.config.variables or variablesFrom, or add ${NAME:default}",
-        )
+        return out.fail("Invalid", messages.variables_missing(exc.names))
     except TemplateError as exc:
         return out.fail("Invalid", f"spec.{exc}")
     out.written.extend(Written(obj, OWNED) for obj in rendered.children)
@@ -103,11 +93,7 @@ def render_ratelimitpolicy_doc(doc: Obj, owner: Owner, inputs: Inputs) -> Outcom
         return out.fail("Invalid", "; ".join(map(str, problems)))
     enforcement = spec.enforcement or inputs.config.rate_limit.default_enforcement
     if enforcement == "IngressNginx" and spec.target_ref.kind != "Ingress":
-        return out.fail(
-            "Invalid",
-            f"spec.enforcement: the operator's default enforcement IngressNginx needs an "
-            f"Ingress target, not a {spec.target_ref.kind}; set spec.enforcement",
-        )
+        return out.fail("Invalid", messages.enforcement_needs_ingress(spec.target_ref.kind))
     target = _target(out, inputs, owner, spec.target_ref.kind, spec.target_ref.name)
     if target is None:
         return out

@@ -17,6 +17,7 @@ from appinfra.api.secretbinding import SecretBindingSpec
 from appinfra.api.validation import parse_spec
 from appinfra.providers.access import access_problem
 from appinfra.providers.base import RemoteSecret
+from appinfra.render import messages
 from appinfra.render.common import Owner
 from appinfra.render.offline_inputs import Inputs, Outcome, Written
 from appinfra.render.secretbinding import (
@@ -97,11 +98,7 @@ def _store_problem(
     """The operator's admission check and access rules, against the given configuration."""
     stores = inputs.config.secret_stores
     if spec.store not in stores:
-        names = sorted(stores)
-        return "Invalid", (
-            f"spec.store: store {spec.store!r} is not configured (configured stores: "
-            f"{', '.join(names) or 'none'}); ask the cluster admin or fix the name"
-        )
+        return "Invalid", messages.store_not_configured(spec.store, sorted(stores))
     for read in fetches(spec):
         refused = access_problem(spec.store, stores[spec.store], namespace, read.key)
         if refused:
@@ -165,11 +162,7 @@ def render_secretbinding(doc: Obj, owner: Owner, inputs: Inputs) -> Outcome:
         return out
     consumer = spec.target_ref.name
     if inputs.find("Deployment", owner.namespace, consumer) is None:
-        return out.fail(
-            "TargetNotFound",
-            f"Deployment {consumer} not found; the Secret is "
-            "synced and will be rolled out once it exists",
-        )
+        return out.fail("TargetNotFound", messages.consumer_not_found(consumer))
     digest = HMAC_PLACEHOLDER if spec.rollout_on_change else None
     intent = render_consumer(owner, consumer, digest)
     how = f"server-side apply as {field_manager(owner.kind)}"

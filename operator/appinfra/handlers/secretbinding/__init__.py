@@ -25,6 +25,7 @@ from appinfra.kube.backoff import Backoff
 from appinfra.kube.resources import DEPLOYMENT, SECRET, SECRETBINDING
 from appinfra.kube.workqueue import Requeue
 from appinfra.observability.metrics import forget_secretbinding
+from appinfra.render import messages
 
 
 def reconcile(rt: Runtime, namespace: str, name: str, matches: Matches) -> Requeue | None:
@@ -62,12 +63,7 @@ def reconcile(rt: Runtime, namespace: str, name: str, matches: Matches) -> Reque
 def _store_known(rt: Runtime) -> Callable[[SecretBindingSpec], str | None]:
     def check(spec: SecretBindingSpec) -> str | None:
         names = rt.providers.store_names()
-        if spec.store in names:
-            return None
-        return (
-            f"spec.store: store {spec.store!r} is not configured (configured stores: "
-            f"{', '.join(names) or 'none'}); ask the cluster admin or fix the name"
-        )
+        return None if spec.store in names else messages.store_not_configured(spec.store, names)
 
     return check
 

@@ -22,6 +22,7 @@ from appinfra.kube.workqueue import Requeue
 from appinfra.observability.metrics import SECRET_LAST_SUCCESS, SECRET_SYNC_TOTAL
 from appinfra.providers.base import ProviderError, RemoteSecret, SecretNotFound
 from appinfra.providers.schedule import next_refresh
+from appinfra.render import messages
 from appinfra.render.common import Owner
 from appinfra.render.secretbinding import (
     ExtractError,
@@ -255,13 +256,8 @@ class Sync:
             )
             self.rt.ensure(intent, MANAGER, APPLIED_DEPLOYMENT)
         elif consumer:
-            ready = Condition(
-                "Ready",
-                False,
-                "TargetNotFound",
-                f"Deployment {consumer} not found; the Secret is "
-                "synced and will be rolled out once it exists",
-            )
+            message = messages.consumer_not_found(consumer)
+            ready = Condition("Ready", False, "TargetNotFound", message)
         return ready
 
     def synced(
