@@ -19,7 +19,8 @@ Rule = dict[str, Any]
 
 
 def chart_rules(secret_stores: dict[str, Any] | None = None) -> list[Rule]:
-    """Every rule the chart grants in cluster-wide mode (ClusterRole + Roles, merged), for
+    """Every rule the chart grants the operator in cluster-wide mode (ClusterRole + Roles,
+    merged; not the aggregated roles for users), for
     these `secretStores` values (some rules depend on them: TokenRequest only for the
     service accounts of kubernetes-auth stores)."""
     with tempfile.TemporaryDirectory() as home:
@@ -34,9 +35,16 @@ def chart_rules(secret_stores: dict[str, Any] | None = None) -> list[Rule]:
         ).stdout  # fmt: skip
     rules: list[Rule] = []
     for doc in yaml.safe_load_all(out):
-        if doc and doc.get("kind") in ("ClusterRole", "Role"):
+        if doc and doc.get("kind") in ("ClusterRole", "Role") and not aggregated(doc):
             rules.extend(doc.get("rules") or [])
     return rules
+
+
+def aggregated(role: dict[str, Any]) -> bool:
+    """A ClusterRole the chart aggregates into the built-in admin/edit/view roles: rights of
+    the people using appinfra, never the operator's (it is bound to none of them)."""
+    labels = role.get("metadata", {}).get("labels") or {}
+    return any(key.startswith("rbac.authorization.k8s.io/aggregate-to-") for key in labels)
 
 
 def without(rules: list[Rule], group: str, resource: str, verb: str) -> list[Rule]:

@@ -1,5 +1,6 @@
-"""The Helm chart: lint, Kubernetes 1.37 schema validity, least-privilege RBAC, hardening,
-the values schema, and CRDs identical to the generated ones.
+"""The Helm chart: lint, Kubernetes 1.37 schema validity, least-privilege RBAC, the roles
+aggregated for users, hardening and security contexts, the NetworkPolicy, the `helm test`
+Pod, the values schema, and CRDs identical to the generated ones.
 
 Needs bin/helm (`hack/build-helm.sh`, `make helm`); without it every test here fails
 with that instruction rather than skipping, so a missing helm cannot look green.
@@ -21,6 +22,7 @@ import yaml
 
 from appinfra.api.operatorconfig import OperatorConfig, load_config
 from appinfra.cli import build_parser
+from tests.support.rbac import aggregated
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "appinfra"
@@ -59,7 +61,7 @@ NAMESPACED_RULES = _rules(
     ("networking.k8s.io", "networkpolicies", CHILD_VERBS),
     ("policy", "poddisruptionbudgets", CHILD_VERBS),
     ("networking.k8s.io", "ingresses", "list watch patch"),
-    ("", "events", "create"),
+    ("", "events", "create patch"),  # patch: a repeated Event is counted in the first
 )
 # Only with a kubernetes-auth store, and then limited by resourceNames (checked below).
 TOKEN_RULES = _rules(("", "serviceaccounts/token", "create"))
@@ -101,6 +103,10 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "watch-namespaces": NAMESPACED_VALUES,
     "service-monitor": {"serviceMonitor": {"enabled": True, "scrapeTimeout": "10s"}},
+    "network-policy": {
+        "networkPolicy": {"enabled": True, "apiServer": {"cidrs": ["10.0.0.1/32"]}},
+        **NAMESPACED_VALUES,
+    },
     "example-config": yaml.safe_load(
         (REPO / "examples" / "operator-config" / "config.yaml").read_text()
     ),
@@ -170,6 +176,11 @@ def rule_set(role: dict[str, Any]) -> frozenset[Rule]:
         for resource in rule["resources"]
         for verb in rule["verbs"]
     )
+
+
+def operator_cluster_role(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The operator's ClusterRole (`<release>-<namespace>`), not the aggregated user roles."""
+    return only(docs, "ClusterRole", f"{RELEASE}-{NAMESPACE}")
 
 
 def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -245,14 +256,14 @@ def test_rbac_has_no_wildcards(helm_home: Path, scenario: str) -> None:
 
 def test_cluster_wide_rbac_is_exactly_what_the_operator_needs(helm_home: Path) -> None:
     docs = render(helm_home, {})
-    assert rule_set(only(docs, "ClusterRole")) == NAMESPACED_RULES | CLUSTER_SCOPED_RULES
+    assert rule_set(operator_cluster_role(docs)) == NAMESPACED_RULES | CLUSTER_SCOPED_RULES
     assert rule_set(only(docs, "Role")) == LEASE_RULES
     assert only(docs, "Role")["metadata"]["namespace"] == NAMESPACE
 
 
 def test_namespaced_rbac_stays_in_the_watched_namespaces(helm_home: Path) -> None:
     docs = render(helm_home, NAMESPACED_VALUES)
-    assert rule_set(only(docs, "ClusterRole")) == CLUSTER_SCOPED_RULES
+    assert rule_set(operator_cluster_role(docs)) == CLUSTER_SCOPED_RULES
     roles = {
         (role["metadata"]["namespace"], role["metadata"]["name"]): role
         for role in _roles(docs)
@@ -305,7 +316,7 @@ def test_no_token_request_without_a_kubernetes_auth_store(helm_home: Path, scena
 
 def test_token_request_only_for_the_stores_service_accounts(helm_home: Path) -> None:
     docs = render(helm_home, {"secretStores": TOKEN_STORES})
-    cluster_role = only(docs, "ClusterRole")
+    cluster_role = operator_cluster_role(docs)
     assert rule_set(cluster_role) == NAMESPACED_RULES | CLUSTER_SCOPED_RULES | TOKEN_RULES
     assert [r for r in cluster_role["rules"] if "serviceaccounts/token" in r["resources"]] == [
         TOKEN_RULE
@@ -329,7 +340,7 @@ def test_owner_finalizers_update_is_granted_for_every_kind_with_children(helm_ho
     for values in ({}, NAMESPACED_VALUES):
         granted = frozenset().union(
             *(rule_set(r) for r in _roles(render(helm_home, values)) if r["kind"] != "ClusterRole")
-        ) | rule_set(only(render(helm_home, values), "ClusterRole"))
+        ) | rule_set(operator_cluster_role(render(helm_home, values)))
         for kind in KINDS.split():
             # HealthPolicies own no children: no ownerReference to them is ever set.
             wanted = kind != "healthpolicies"
@@ -341,7 +352,9 @@ def test_every_role_is_bound_to_the_chart_service_account(helm_home: Path, scena
     docs = render(helm_home, SCENARIOS[scenario])
     sa = only(docs, "ServiceAccount")["metadata"]
     roles = {
-        (r["kind"], r["metadata"].get("namespace"), r["metadata"]["name"]) for r in _roles(docs)
+        (r["kind"], r["metadata"].get("namespace"), r["metadata"]["name"])
+        for r in _roles(docs)
+        if not aggregated(r)  # for users, through the built-in roles: bound to nobody here
     }
     bound = set()
     for binding in (d for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")):
@@ -425,7 +438,8 @@ def test_metrics_service_selects_the_operator_pods(helm_home: Path) -> None:
     pod_labels = only(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
     assert service["spec"]["ports"] == [
-        {"name": "metrics", "port": 8081, "targetPort": "metrics", "protocol": "TCP"}
+        {"name": "metrics", "port": 8081, "targetPort": "metrics", "protocol": "TCP"},
+        {"name": "health", "port": 8080, "targetPort": "health", "protocol": "TCP"},
     ]
 
 
@@ -436,6 +450,179 @@ def test_pdb_only_with_more_than_one_replica(helm_home: Path, replicas: int, pdb
     assert len(budgets) == int(pdb)
     if pdb:
         assert budgets[0]["spec"]["minAvailable"] == 1
+
+
+# --- roles aggregated for users ------------------------------------------------------------------
+
+AGGREGATE = "rbac.authorization.k8s.io/aggregate-to-"
+
+
+def test_users_get_the_four_kinds_through_the_built_in_roles(helm_home: Path) -> None:
+    docs = render(helm_home, {})
+    view = only(docs, "ClusterRole", f"{RELEASE}-{NAMESPACE}-view")
+    edit = only(docs, "ClusterRole", f"{RELEASE}-{NAMESPACE}-edit")
+    labels = {name: {k for k, v in r["metadata"]["labels"].items() if k.startswith(AGGREGATE)
+                     and v == "true"} for name, r in (("view", view), ("edit", edit))}  # fmt: skip
+    # As Kubernetes' own roles: edit and admin include what view may do.
+    assert labels == {
+        "view": {f"{AGGREGATE}view", f"{AGGREGATE}edit", f"{AGGREGATE}admin"},
+        "edit": {f"{AGGREGATE}edit", f"{AGGREGATE}admin"},
+    }
+    assert rule_set(view) == _rules(("appinfra.dev", KINDS, "get list watch"))
+    assert rule_set(edit) == _rules(
+        ("appinfra.dev", KINDS, "create update patch delete deletecollection")
+    )
+    # Status is the operator's: no user role writes it; nobody is bound to these roles.
+    assert not any("/" in res for _, res, _ in rule_set(view) | rule_set(edit))
+    bound = {d["roleRef"]["name"] for d in docs if d["kind"].endswith("Binding")}
+    assert not bound & {view["metadata"]["name"], edit["metadata"]["name"]}
+
+
+def test_aggregated_roles_can_be_turned_off(helm_home: Path) -> None:
+    docs = render(helm_home, {"rbac": {"aggregateClusterRoles": False}})
+    assert [r["metadata"]["name"] for r in _roles(docs) if aggregated(r)] == []
+    assert [r["metadata"]["name"] for r in _roles(docs) if r["kind"] == "ClusterRole"] == [
+        f"{RELEASE}-{NAMESPACE}"
+    ]
+
+
+# --- security contexts ---------------------------------------------------------------------------
+
+
+def _test_pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return only(docs, "Pod", f"{RELEASE}-test-health")
+
+
+def test_security_contexts_are_values_for_the_operator_and_the_test_pod(helm_home: Path) -> None:
+    values: dict[str, Any] = {
+        "podSecurityContext": {"runAsUser": 1001, "runAsGroup": 1001, "fsGroup": 2000,
+                               "runAsNonRoot": True, "supplementalGroups": [3000]},
+        "securityContext": {"runAsUser": 1001, "readOnlyRootFilesystem": True,
+                            "capabilities": {"drop": ["ALL"]},
+                            "appArmorProfile": {"type": "RuntimeDefault"}},
+    }  # fmt: skip
+    docs = render(helm_home, values)
+    pod_specs = [only(docs, "Deployment")["spec"]["template"]["spec"], _test_pod(docs)["spec"]]
+    for spec in pod_specs:
+        # Helm merges values: what is set replaces the default, the other defaults stay.
+        assert spec["securityContext"] == {
+            **values["podSecurityContext"],
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+        (one,) = spec["containers"]
+        assert values["securityContext"].items() <= one["securityContext"].items()
+        assert one["securityContext"]["allowPrivilegeEscalation"] is False
+    # null removes a default field.
+    unset = render(helm_home, {"securityContext": {"seccompProfile": None}})
+    assert "seccompProfile" not in container(unset)["securityContext"]
+
+
+def test_default_security_contexts_are_the_restricted_profile(helm_home: Path) -> None:
+    docs = render(helm_home, {})
+    for spec in (only(docs, "Deployment")["spec"]["template"]["spec"], _test_pod(docs)["spec"]):
+        assert spec["securityContext"] == {
+            "runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }  # fmt: skip
+        assert spec["containers"][0]["securityContext"] == {
+            "runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
+            "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
+            "privileged": False, "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }  # fmt: skip
+
+
+# --- helm test -----------------------------------------------------------------------------------
+
+
+def test_helm_test_pod_asks_the_service_for_health_and_metrics(helm_home: Path) -> None:
+    docs = render(helm_home, {"image": {"repository": "registry.example/appinfra", "tag": "9"}})
+    pod = _test_pod(docs)
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    # Kept when it fails, so `kubectl logs` shows why.
+    policy = pod["metadata"]["annotations"]["helm.sh/hook-delete-policy"].split(",")
+    assert "hook-failed" not in policy and "hook-succeeded" in policy
+    assert pod["spec"]["restartPolicy"] == "Never"
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    (check,) = pod["spec"]["containers"]
+    assert check["image"] == container(docs)["image"] == "registry.example/appinfra:9"
+    assert check["command"][0] == "python"
+    compile(check["args"][0], "helm-test", "exec")  # the script is valid Python
+    service = only(docs, "Service")
+    ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
+    host = f"{service['metadata']['name']}.{NAMESPACE}.svc"
+    env = {e["name"]: e["value"] for e in check["env"]}
+    assert env == {
+        "HEALTH_URL": f"http://{host}:{ports['health']}/healthz",
+        "METRICS_URL": f"http://{host}:{ports['metrics']}/metrics",
+    }
+    # The Service's ports reach the container ports the operator serves these on.
+    named = {p["name"]: p["containerPort"] for p in container(docs)["ports"]}
+    assert {p["targetPort"] for p in service["spec"]["ports"]} <= set(named)
+
+
+# --- NetworkPolicy -------------------------------------------------------------------------------
+
+
+def test_no_network_policy_by_default(helm_home: Path) -> None:
+    assert not [d for d in render(helm_home, {}) if d["kind"] == "NetworkPolicy"]
+
+
+def _egress_ports(rule: dict[str, Any]) -> set[tuple[str, int | str]]:
+    return {(p["protocol"], p["port"]) for p in rule["ports"]}
+
+
+def test_network_policy_allows_exactly_the_operators_traffic(helm_home: Path) -> None:
+    docs = render(helm_home, SCENARIOS["network-policy"])
+    policy = only(docs, "NetworkPolicy")["spec"]
+    pod_labels = only(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    (ingress,) = policy["ingress"]
+    assert _egress_ports(ingress) == {("TCP", "health"), ("TCP", "metrics")}
+    assert "from" not in ingress  # no ingressFrom: any source, on these two ports only
+    api, dns, stores = policy["egress"]
+    assert api["to"] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
+    assert _egress_ports(api) == {("TCP", 443), ("TCP", 6443)}
+    assert dns["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+    assert _egress_ports(dns) == {("UDP", 53), ("TCP", 53)}
+    # NAMESPACED_VALUES: a Vault at https://vault:8200 and AWS without endpoint (443).
+    assert _egress_ports(stores) == {("TCP", 8200), ("TCP", 443)} and "to" not in stores
+
+
+def test_network_policy_store_ports_follow_the_addresses(helm_home: Path) -> None:
+    stores = {
+        "plain": {"vault": {"address": "http://bao.local", "auth": {"kubernetes": {"role": "r"}}}},
+        "moto": {"aws": {"service": "ParameterStore", "region": "eu-west-1",
+                         "endpoint": "http://moto:5000"}},
+    }  # fmt: skip
+    values: dict[str, Any] = {
+        "secretStores": stores,
+        "networkPolicy": {
+            "enabled": True, "dns": False, "apiServer": {"cidrs": ["10.0.0.1/32"], "ports": [6443]},
+            "storeEgressTo": [{"namespaceSelector": {"matchLabels": {"name": "vault"}}}],
+            "ingressFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
+            "extraEgress": [{"ports": [{"port": 9999, "protocol": "TCP"}]}],
+        },
+    }  # fmt: skip
+    policy = only(render(helm_home, values), "NetworkPolicy")["spec"]
+    api, stores_rule, extra = policy["egress"]  # no DNS rule
+    assert _egress_ports(api) == {("TCP", 6443)}
+    assert _egress_ports(stores_rule) == {("TCP", 80), ("TCP", 5000)}
+    assert stores_rule["to"] == values["networkPolicy"]["storeEgressTo"]
+    assert extra == values["networkPolicy"]["extraEgress"][0]
+    sources = policy["ingress"][0]["from"]
+    assert sources[0] == values["networkPolicy"]["ingressFrom"][0]
+    test_labels = _test_pod(render(helm_home, values))["metadata"]["labels"]
+    assert sources[1]["podSelector"]["matchLabels"].items() <= test_labels.items()
+
+
+def test_network_policy_without_api_server_cidrs_says_what_to_set(helm_home: Path) -> None:
+    path = str(values_file(helm_home, {"networkPolicy": {"enabled": True}}))
+    proc = helm("template", RELEASE, str(CHART), "-f", path, home=helm_home, check=False)
+    assert proc.returncode != 0
+    assert "networkPolicy.apiServer.cidrs is required" in proc.stderr
+    assert "kubectl get endpointslices" in proc.stderr
 
 
 # --- the configuration file --------------------------------------------------------------------
@@ -459,6 +646,10 @@ def test_config_map_is_a_valid_operator_config(helm_home: Path, scenario: str) -
         ({"replicas": 0}, "/replicas"),
         ({"imagee": {"tag": "x"}}, "'imagee' not allowed"),
         ({"securityContext": {"runAsUser": 0}}, "/securityContext/runAsUser"),
+        ({"podSecurityContext": {"runAsUser": 0}}, "/podSecurityContext/runAsUser"),
+        ({"securityContext": {"readOnlyRootFileSystem": True}}, "'readOnlyRootFileSystem'"),
+        ({"rbac": {"aggregateClusterRoles": "yes"}}, "/rbac/aggregateClusterRoles"),
+        ({"networkPolicy": {"apiServer": {"cidrs": ["10.0.0.1"]}}}, "/networkPolicy/apiServer"),
         ({"logFormat": "xml"}, "/logFormat"),
         ({"watchNamespaces": ["Shop"]}, "/watchNamespaces/0"),
         ({"rateLimit": {"defaultEnforcement": "Nginx"}}, "/rateLimit/defaultEnforcement"),

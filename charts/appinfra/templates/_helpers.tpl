@@ -93,10 +93,11 @@ Each rule names its verbs exactly; no wildcards anywhere.
 - apiGroups: ["networking.k8s.io"]
   resources: ["ingresses"]
   verbs: ["list", "watch", "patch"]
-# Events about the resources: the operator creates core/v1 Events (kopf's posting is off).
+# Events about the resources: the operator creates core/v1 Events (kopf's posting is off)
+# and counts a repeat in the same Event (a merge patch of count and lastTimestamp).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "patch"]
 {{- $accounts := include "appinfra.tokenServiceAccounts" . | fromJsonArray }}
 {{- if $accounts }}
 # Vault kubernetes auth: a TokenRequest for exactly the service accounts the stores name.
@@ -160,4 +161,24 @@ no store uses it, and the chart grants no TokenRequest at all.
 {{- end -}}{{- end -}}{{- end -}}
 {{- end -}}
 {{- $names | uniq | sortAlpha | toJson -}}
+{{- end -}}
+
+{{/*
+TCP ports of the secret stores, for the NetworkPolicy: a Vault address's port (80/443
+by scheme when it has none) and an AWS endpoint's (443 without an endpoint override),
+as a sorted JSON list of strings.
+*/}}
+{{- define "appinfra.storePorts" -}}
+{{- $ports := list -}}
+{{- range $store, $spec := .Values.secretStores -}}
+{{- $address := "" -}}
+{{- with $spec.vault -}}{{- $address = .address -}}{{- end -}}
+{{- with $spec.aws -}}{{- $address = default "https://aws" .endpoint -}}{{- end -}}
+{{- if $address -}}
+{{- $url := urlParse $address -}}
+{{- $port := regexFind ":[0-9]+$" $url.host | trimPrefix ":" -}}
+{{- $ports = append $ports (default (ternary "443" "80" (eq $url.scheme "https")) $port) -}}
+{{- end -}}
+{{- end -}}
+{{- $ports | uniq | sortAlpha | toJson -}}
 {{- end -}}
