@@ -31,6 +31,7 @@ MERGE = "application/merge-patch+json"
 # Field manager of our non-apply writes (status, finalizers, Events): named, so that
 # managedFields show who wrote, instead of the HTTP client's user agent.
 UPDATE_MANAGER = "appinfra"
+RELABEL_ATTEMPTS = 5  # see create_applied
 
 
 class KubeError(Exception):
@@ -219,7 +220,26 @@ class Kube:
             body=obj,
             resource=res.plural,
         )
-        entries = out["metadata"].get("managedFields") or []
+        # The relabel is conditional on the resourceVersion (it replaces the whole list),
+        # and a controller often writes a new object's status at once (the disruption
+        # controller a PDB's, the HPA controller an HPA's): then read it again and retry.
+        # Giving up would leave the Update entry, and a field dropped later would stay.
+        for attempt in range(RELABEL_ATTEMPTS):
+            try:
+                return self._relabel_as_applied(res, out, manager)
+            except KubeError as exc:
+                if not exc.conflict or attempt == RELABEL_ATTEMPTS - 1:
+                    raise
+            fresh = self.get(res, meta["namespace"], meta["name"])
+            if fresh is None or fresh["metadata"].get("uid") != out["metadata"].get("uid"):
+                return out  # deleted (or replaced) meanwhile: nothing of ours to relabel
+            out = fresh
+        return out
+
+    def _relabel_as_applied(self, res: Resource, live: Obj, manager: str) -> Obj:
+        """`live` with `manager`'s Update entry marked Apply (unchanged if it has none)."""
+        meta = live["metadata"]
+        entries = meta.get("managedFields") or []
         relabelled = [
             {**e, "operation": "Apply"}
             if e.get("manager") == manager and e.get("operation") == "Update"
@@ -227,12 +247,9 @@ class Kube:
             for e in entries
         ]
         if relabelled == entries:
-            return out
+            return live
         patch = {
-            "metadata": {
-                "managedFields": relabelled,
-                "resourceVersion": out["metadata"]["resourceVersion"],
-            }
+            "metadata": {"managedFields": relabelled, "resourceVersion": meta["resourceVersion"]}
         }
         return self.merge_patch(res, meta["namespace"], meta["name"], patch)
 
