@@ -1,7 +1,7 @@
 """Shared reads through `Providers`: one backend call per distinct read per window.
 
 The provider here is a fake of our own Provider interface (it counts calls); the real
-backends are exercised in tests/e2e/test_providers.py.
+backends are exercised in tests/e2e/test_providers_*.py.
 """
 
 from __future__ import annotations
