@@ -29,6 +29,7 @@ from appinfra.providers import Kube, SecretNotFound
 from appinfra.providers.aws import ParameterStoreProvider, SecretsManagerProvider
 from appinfra.providers.vault import VaultProvider
 from tests.e2e.conftest import OpenBao
+from tests.support.clock import Clock as FakeClock
 from tests.support.moto import Moto
 from tests.support.servers import ServerProcess, free_port, http_ok, tool
 
@@ -162,12 +163,11 @@ def with_token(openbao: OpenBao, token: str, **extra: Any) -> tuple[VaultProvide
     return provider, store, name
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.monotonic()
+class Clock(FakeClock):
+    """A fake clock that starts at the real monotonic time."""
 
-    def __call__(self) -> float:
-        return self.now
+    def __init__(self) -> None:
+        super().__init__(time.monotonic())
 
 
 def aws_store(moto_endpoint: str, service: str, **extra: Any) -> tuple[AwsStore, Secrets]:

@@ -21,16 +21,9 @@ import urllib3
 from appinfra.kube.client import Kube, KubeError
 from appinfra.kube.writegate import WRITES, WriteGate
 from appinfra.leader import LeaderElector, LeaseConfig, Outcome
+from tests.support.clock import Clock
 
 CFG = dict(namespace="ns", name="appinfra", identity="me")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def connection_errors() -> list[Exception]:
