@@ -28,6 +28,7 @@ from kubernetes import client
 
 from tests.support.audit import apiserver_args
 from tests.support.kube import Cluster
+from tests.support.moto import Moto, start_moto
 from tests.support.openbao import enable_kubernetes_auth
 from tests.support.rbac import chart_rules, service_account_kubeconfig
 from tests.support.servers import REPO, ServerProcess, free_port, http_ok, tool
@@ -338,27 +339,19 @@ def openbao(workdir: Path) -> Iterator[OpenBao]:
         proc.stop()
 
 
-@dataclass
-class Moto:
-    endpoint: str
-    process: ServerProcess
+@pytest.fixture
+def root(openbao: OpenBao) -> hvac.Client:
+    """A root client of the session's OpenBao, for a test to put its secrets there."""
+    return hvac.Client(url=openbao.address, token=openbao.root_token)
 
 
 @pytest.fixture(scope="session")
 def moto(workdir: Path) -> Iterator[Moto]:
-    port = free_port()
-    proc = ServerProcess(
-        "moto",
-        [tool("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        workdir / "moto",
-    ).start()
-    STARTED.append(proc)
-    endpoint = f"http://127.0.0.1:{port}"
-    proc.wait_ready(lambda: http_ok(f"{endpoint}/moto-api/data.json"), 60)
+    server = start_moto(workdir / "moto", track=STARTED)
     try:
-        yield Moto(endpoint, proc)
+        yield server
     finally:
-        proc.stop()
+        server.process.stop()
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.conftest import SYSTEM_NAMESPACE, Operator, Stores
+from tests.e2e.test_serviceprofile import profile as service_profile
 from tests.support.audit import Write, service_account_user, writes_by
 from tests.support.kube import Cluster
 from tests.support.objects import apply, deployment, wait_condition
@@ -16,16 +17,10 @@ from tests.support.servers import wait_until
 
 
 def profile(namespace: str, name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "appinfra.dev/v1alpha1",
-        "kind": "ServiceProfile",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "targetRef": {"kind": "Deployment", "name": name},
-            "config": {"data": {"A": "1"}},
-            "disruption": {"minAvailable": 1},
-        },
-    }
+    """A small profile on the Deployment of the same name (a ConfigMap and a PDB)."""
+    return service_profile(
+        namespace, name, name, config={"data": {"A": "1"}}, disruption={"minAvailable": 1}
+    )
 
 
 def sample(metrics: str, metric: str, **labels: str) -> float | None:

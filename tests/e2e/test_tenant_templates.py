@@ -5,19 +5,18 @@ memory limit, and keeps serving everyone else."""
 from __future__ import annotations
 
 import json
-import re
-import threading
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
 from tests.e2e.conftest import CANARY, Operator, Stores
+from tests.e2e.test_serviceprofile import profile as service_profile
 from tests.support.kube import Cluster
 from tests.support.objects import apply, condition, deployment, events_for, get, wait_condition
+from tests.support.rss import PeakSampler, tree_rss
 from tests.support.servers import http_ok, wait_until
 
 SP = "serviceprofile"
@@ -58,68 +57,27 @@ HOSTILE = {
 
 
 def profile(namespace: str, name: str, files: dict[str, str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "appinfra.dev/v1alpha1",
-        "kind": "ServiceProfile",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "targetRef": {"kind": "Deployment", "name": name},
-            "config": {"files": files, "variables": {"APP": name}},
-        },
-    }
+    return service_profile(
+        namespace, name, name, config={"files": files, "variables": {"APP": name}}
+    )
 
 
-def _tree_rss(pid: int) -> int:
-    """RSS of a process and all its descendants (the operator and its template workers)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
-    total, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
-        todo += children.get(current, [])
-        try:
-            status = Path(f"/proc/{current}/status").read_text()
-        except OSError:
-            continue
-        found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
-        total += int(found.group(1)) * 1024 if found else 0
-    return total
-
-
-class Watch:
+class Watch(PeakSampler):
     """Samples the operator every 50 ms: peak RSS of its process tree, and whether it
     was ever not running or not answering /healthz."""
 
     def __init__(self, op: Operator):
+        super().__init__(self._tree_rss, 0.05)
         self.op = op
-        self.peak = 0
         self.problems: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        assert self.op.process.proc is not None
-        pid = self.op.process.proc.pid
-        while not self._stop.wait(0.05):
-            if not self.op.process.running():
+    def _tree_rss(self) -> int:
+        if not self.op.process.running():
+            if not self.problems:
                 self.problems.append("the operator exited")
-                return
-            self.peak = max(self.peak, _tree_rss(pid))
-
-    def __enter__(self) -> Watch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+            return 0
+        assert self.op.process.proc is not None
+        return tree_rss(self.op.process.proc.pid)
 
 
 @pytest.fixture

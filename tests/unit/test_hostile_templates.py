@@ -11,7 +11,6 @@ RSS of this process is reset before each case (/proc/self/clear_refs) and read a
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 import uuid
@@ -22,6 +21,7 @@ import pytest
 
 from appinfra.render import sandbox
 from appinfra.render.templates import TemplateError, render_template
+from tests.support.rss import PeakSampler, children, status_bytes
 
 MIB = 1024 * 1024
 DEADLINE = 60.0  # seconds: far above every budget, far below "for ever"
@@ -79,54 +79,23 @@ HOSTILE = {
 }
 
 
-def _status(path: str, field: str) -> int:
-    """A /proc/<pid>/status size field in bytes (0 if the process is gone)."""
-    try:
-        text = Path(path).read_text()
-    except OSError:
-        return 0
-    found = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
-    return int(found.group(1)) * 1024 if found else 0
-
-
 def _children() -> list[int]:
     """This process's template workers. Only those: in a whole-suite run the e2e
     session's servers (control plane, OpenBao, moto) are children of pytest too."""
-    me = str(os.getpid())
     out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if stat.rsplit(")", 1)[1].split()[1] == me and argv[1:4] == [b"-P", b"-B", b"-c"]:
-                out.append(int(entry.name))
+    for pid in children().get(os.getpid(), []):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[1:4] == [b"-P", b"-B", b"-c"]:
+            out.append(pid)
     return out
 
 
-class Sampler:
-    """Peak RSS of each child process while a render runs, every 10 ms."""
-
-    def __init__(self) -> None:
-        self.peak_child = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for pid in _children():
-                self.peak_child = max(self.peak_child, _status(f"/proc/{pid}/status", "VmRSS"))
-            self._stop.wait(0.01)
-
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+def worker_rss() -> int:
+    """The RSS of the largest template worker now."""
+    return max((status_bytes(pid) for pid in _children()), default=0)
 
 
 @pytest.fixture
@@ -134,9 +103,9 @@ def peak_rss() -> Iterator[None]:
     """Fails the test if this process's peak RSS grew by more than OWN_GROWTH."""
     render_template("warm", "{{ 1 }}", {})  # workers started before the baseline
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-    before = _status("/proc/self/status", "VmRSS")
+    before = status_bytes("self", "VmRSS")
     yield
-    grown = _status("/proc/self/status", "VmHWM") - before
+    grown = status_bytes("self", "VmHWM") - before
     assert grown < OWN_GROWTH, f"the test process's peak RSS grew by {grown // MIB} MiB"
 
 
@@ -159,13 +128,13 @@ def render_bounded(name: str, source: str, context: dict[str, str]) -> BaseExcep
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_hostile_template_is_a_bounded_template_error(case: str, peak_rss: None) -> None:
-    with Sampler() as sampler:
+    with PeakSampler(worker_rss, 0.01) as sampler:  # each worker's peak, every 10 ms
         outcome = render_bounded(f"config.files.{case}", HOSTILE[case], {"X": "x"})
     assert isinstance(outcome, TemplateError), repr(outcome)[:300]
     message = str(outcome)
     assert message.startswith(f"config.files.{case}"), message
     assert len(message) < 300 and "Traceback" not in message, message
-    assert sampler.peak_child < WORKER_RSS, f"a worker reached {sampler.peak_child // MIB} MiB"
+    assert sampler.peak < WORKER_RSS, f"a worker reached {sampler.peak // MIB} MiB"
     # The pool is still usable for the next, normal, template.
     assert render_template("after", "ok {{ X }}", {"X": "1"}) == "ok 1"
 

@@ -21,16 +21,9 @@ import urllib3
 from appinfra.kube.client import Kube, KubeError
 from appinfra.kube.writegate import WRITES, WriteGate
 from appinfra.leader import LeaderElector, LeaseConfig, Outcome
+from tests.support.clock import Clock
 
 CFG = dict(namespace="ns", name="appinfra", identity="me")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def connection_errors() -> list[Exception]:
@@ -148,6 +141,20 @@ async def bounded(aw: Awaitable[Any], seconds: float = 10) -> Any:
     return await asyncio.wait_for(aw, seconds)
 
 
+def setup(**kwargs: Any) -> tuple[Clock, FakeLeases, LeaderElector, Hooks, WriteGate]:
+    """Every scenario's start: a fake clock, a fake Lease store on it, an elector on both."""
+    clock = Clock()
+    leases = FakeLeases(clock)
+    return (clock, leases, *make(clock, leases, **kwargs))
+
+
+async def elected(elector: LeaderElector, hooks: Hooks) -> asyncio.Task[None]:
+    """The elector's loop, started, once it has taken the Lease."""
+    task = asyncio.create_task(elector.run(hooks.on_started, hooks.on_stopped))
+    await bounded(hooks.started.wait())
+    return task
+
+
 @pytest.fixture(autouse=True)
 def open_gate() -> Iterator[None]:
     WRITES.open()
@@ -190,8 +197,7 @@ def test_in_threads_on_the_real_clock() -> None:
         elector = LeaderElector(cast(Kube, leases), cfg, gate=gate)
         hooks = Hooks([elector], cast(Clock, time.monotonic))
         leases.failures = connection_errors()
-        task = asyncio.create_task(elector.run(hooks.on_started, hooks.on_stopped))
-        await bounded(hooks.started.wait())
+        task = await elected(elector, hooks)
         assert gate.is_open
         renewed = time.monotonic()
         leases.fail_always = urllib3.exceptions.ProtocolError("Connection aborted.")
@@ -208,11 +214,8 @@ def test_leader_that_cannot_renew_stops_writing_before_the_lease_can_expire(
     error: Exception,
 ) -> None:
     async def scenario() -> None:
-        clock = Clock()
-        leases = FakeLeases(clock)
-        elector, hooks, gate = make(clock, leases)
-        task = asyncio.create_task(elector.run(hooks.on_started, hooks.on_stopped))
-        await bounded(hooks.started.wait())
+        _clock, leases, elector, hooks, gate = setup()
+        task = await elected(elector, hooks)
         # A few good renews, then the connection is gone for good.
         while len(leases.puts) < 4:
             await asyncio.sleep(0)
@@ -257,8 +260,7 @@ def test_slow_attempts_count_from_when_the_last_good_renew_started() -> None:
 
         leases.request = slow_request  # type: ignore[method-assign]
         elector, hooks, _gate = make(clock, leases)
-        task = asyncio.create_task(elector.run(hooks.on_started, hooks.on_stopped))
-        await bounded(hooks.started.wait())
+        task = await elected(elector, hooks)
         good = len(starts)
         leases.fail_always = urllib3.exceptions.ProtocolError("Connection aborted.")
         await bounded(task)
@@ -283,8 +285,7 @@ def test_a_hanging_attempt_cannot_keep_a_leader_past_the_deadline() -> None:
             return fn()
 
         elector, hooks, _gate = make(clock, leases, blocking=blocking)
-        task = asyncio.create_task(elector.run(hooks.on_started, hooks.on_stopped))
-        await bounded(hooks.started.wait())
+        task = await elected(elector, hooks)
         renewed = leases.puts[-1]
         hang.set()
         await bounded(task)
@@ -296,11 +297,8 @@ def test_a_hanging_attempt_cannot_keep_a_leader_past_the_deadline() -> None:
 
 def test_another_holder_ends_leadership_at_once() -> None:
     async def scenario() -> None:
-        clock = Clock()
-        leases = FakeLeases(clock)
-        elector, hooks, gate = make(clock, leases)
-        task = asyncio.create_task(elector.run(hooks.on_started, hooks.on_stopped))
-        await bounded(hooks.started.wait())
+        clock, leases, elector, hooks, gate = setup()
+        task = await elected(elector, hooks)
         took_over = clock()
         leases.held_by("other")
         await bounded(task)
@@ -319,8 +317,7 @@ def test_a_standby_keeps_the_gate_closed_and_takes_over_only_after_expiry() -> N
         leases.lease["spec"]["holderIdentity"] = "other"  # type: ignore[index]
         elector, hooks, gate = make(clock, leases)
         seen = clock()
-        task = asyncio.create_task(elector.run(hooks.on_started, hooks.on_stopped))
-        await bounded(hooks.started.wait())
+        task = await elected(elector, hooks)
         assert clock() - seen > elector.cfg.duration  # the unrenewed record expired first
         assert gate.is_open
         task.cancel()
@@ -330,9 +327,7 @@ def test_a_standby_keeps_the_gate_closed_and_takes_over_only_after_expiry() -> N
 
 def test_the_process_is_told_to_stop_when_the_elector_fails() -> None:
     async def scenario() -> None:
-        clock = Clock()
-        leases = FakeLeases(clock)
-        elector, hooks, gate = make(clock, leases)
+        _clock, _leases, elector, hooks, gate = setup()
         ended: list[bool] = []
 
         async def broken_start() -> None:
@@ -349,9 +344,7 @@ def test_the_process_is_told_to_stop_when_the_elector_fails() -> None:
 
 def test_cancelling_the_elector_stops_the_process_unless_shutting_down() -> None:
     async def scenario(shutting_down: bool) -> list[bool]:
-        clock = Clock()
-        leases = FakeLeases(clock)
-        elector, hooks, _gate = make(clock, leases)
+        _clock, _leases, elector, hooks, _gate = setup()
         ended: list[bool] = []
         task = elector.start(hooks.on_started, hooks.on_stopped, lambda: ended.append(True))
         await bounded(hooks.started.wait())
@@ -368,9 +361,7 @@ def test_cancelling_the_elector_stops_the_process_unless_shutting_down() -> None
 
 def test_losing_the_lease_is_an_expected_end() -> None:
     async def scenario() -> None:
-        clock = Clock()
-        leases = FakeLeases(clock)
-        elector, hooks, _gate = make(clock, leases)
+        _clock, leases, elector, hooks, _gate = setup()
         ended: list[bool] = []
         task = elector.start(hooks.on_started, hooks.on_stopped, lambda: ended.append(True))
         await bounded(hooks.started.wait())

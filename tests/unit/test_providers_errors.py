@@ -214,6 +214,19 @@ def test_vault_refuses_what_the_engine_cannot_answer_without_asking() -> None:
         v2.close()
 
 
+def assert_validate(name: str, store: SecretStore, problem: str | None) -> None:
+    """The store's provider validates clean (problem None) or names `problem`."""
+    provider = build_provider(name, store, no_kube)
+    try:
+        problems = provider.validate()
+    finally:
+        provider.close()
+    if problem is None:
+        assert problems == []
+    else:
+        assert any(problem in p for p in problems), problems
+
+
 @pytest.mark.parametrize(
     ("vault", "problem"),
     [
@@ -224,15 +237,7 @@ def test_vault_refuses_what_the_engine_cannot_answer_without_asking() -> None:
     ],
 )
 def test_vault_validate(vault: dict[str, object], problem: str | None) -> None:
-    provider = build_provider("unit-vault", vault_store(**vault), no_kube)
-    try:
-        problems = provider.validate()
-    finally:
-        provider.close()
-    if problem is None:
-        assert problems == []
-    else:
-        assert any(problem in p for p in problems), problems
+    assert_validate("unit-vault", vault_store(**vault), problem)
 
 
 @pytest.mark.parametrize(
@@ -253,15 +258,7 @@ def test_aws_validate(aws: dict[str, object], prefix: str, problem: str | None) 
     store = SecretStore.model_validate(
         {"aws": aws, "allowedNamespaces": ["*"], "keyPrefix": prefix}
     )
-    provider = build_provider("unit-aws", store, no_kube)
-    try:
-        problems = provider.validate()
-    finally:
-        provider.close()
-    if problem is None:
-        assert problems == []
-    else:
-        assert any(problem in p for p in problems), problems
+    assert_validate("unit-aws", store, problem)
 
 
 def test_missing_credentials_are_forbidden_not_a_missing_secret() -> None:

@@ -1,7 +1,7 @@
 """Shared reads through `Providers`: one backend call per distinct read per window.
 
 The provider here is a fake of our own Provider interface (it counts calls); the real
-backends are exercised in tests/e2e/test_providers.py.
+backends are exercised in tests/e2e/test_providers_*.py.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from appinfra.providers import (
     SecretNotFound,
     UnknownStore,
 )
+from tests.support.clock import Clock
 
 
 def _unused(*_: object) -> str:
@@ -81,14 +82,6 @@ class Counting:
 
     def close(self) -> None:
         self.closed = True
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def providers_with(fake: Counting, clock: Clock, window: float = 60.0) -> Providers:

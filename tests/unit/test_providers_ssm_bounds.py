@@ -2,7 +2,7 @@
 stops with a value-free Forbidden instead of reading (and holding) without end.
 
 The paging loop is driven by synthetic GetParametersByPath pages (no AWS, no moto):
-tests/e2e/test_providers.py covers the real API shape against moto.
+tests/e2e/test_providers_aws.py covers the real API shape against moto.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 import copy
+from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -367,24 +369,45 @@ UPDATING = condition(
 )
 
 
-def test_verdict_available() -> None:
-    v = health_verdict(
-        status_deployment(
-            observedGeneration=2,
-            replicas=3,
-            updatedReplicas=3,
-            readyReplicas=3,
-            availableReplicas=3,
-            conditions=[AVAILABLE, COMPLETE],
-        )
-    )
-    assert (v.status, v.reason) == (True, "Available")
-    assert v.replicas == {"desired": 3, "updated": 3, "ready": 3, "available": 3}
-    assert "3" in v.message
+@dataclass(frozen=True)
+class Verdict:
+    """What a verdict must say: its reason, and whichever of status, message and replica
+    counts the case pins down (None and (): not asserted)."""
+
+    reason: str
+    status: bool | None = None
+    starts: str | None = None
+    contains: tuple[str, ...] = ()
+    replicas: dict[str, int] | None = None
 
 
-def test_verdict_rollout_in_progress_while_new_pods_roll_in() -> None:
-    v = health_verdict(
+# Status fields of three replicas all updated, ready and available (generation 2).
+ROLLED_OUT = dict(
+    observedGeneration=2, replicas=3, updatedReplicas=3, readyReplicas=3, availableReplicas=3
+)
+NO_MINIMUM = condition(
+    "Available",
+    "False",
+    "MinimumReplicasUnavailable",
+    "Deployment does not have minimum availability.",
+)
+TIMED_OUT = condition(
+    "Progressing",
+    "False",
+    "ProgressDeadlineExceeded",
+    'ReplicaSet "payments-7d9" has timed out progressing.',
+)
+VERDICTS: dict[str, tuple[dict[str, Any], Verdict]] = {
+    "available": (
+        status_deployment(**ROLLED_OUT, conditions=[AVAILABLE, COMPLETE]),
+        Verdict(
+            "Available",
+            True,
+            contains=("3",),
+            replicas={"desired": 3, "updated": 3, "ready": 3, "available": 3},
+        ),
+    ),
+    "rollout_in_progress_while_new_pods_roll_in": (
         status_deployment(
             observedGeneration=2,
             replicas=4,
@@ -393,15 +416,15 @@ def test_verdict_rollout_in_progress_while_new_pods_roll_in() -> None:
             availableReplicas=3,
             unavailableReplicas=1,
             conditions=[AVAILABLE, UPDATING],
-        )
-    )
-    assert (v.status, v.reason) == (False, "RolloutInProgress")
-    assert v.message.startswith("1 of 3 replicas updated")
-    assert v.replicas == {"desired": 3, "updated": 1, "ready": 3, "available": 3}
-
-
-def test_verdict_rollout_in_progress_while_old_pods_terminate() -> None:
-    v = health_verdict(
+        ),
+        Verdict(
+            "RolloutInProgress",
+            False,
+            starts="1 of 3 replicas updated",
+            replicas={"desired": 3, "updated": 1, "ready": 3, "available": 3},
+        ),
+    ),
+    "rollout_in_progress_while_old_pods_terminate": (
         status_deployment(
             observedGeneration=2,
             replicas=4,
@@ -409,36 +432,20 @@ def test_verdict_rollout_in_progress_while_old_pods_terminate() -> None:
             readyReplicas=4,
             availableReplicas=4,
             conditions=[AVAILABLE, UPDATING],
-        )
-    )
-    assert v.reason == "RolloutInProgress"
-    assert v.message.startswith("1 old replicas pending termination")
-
-
-def test_verdict_rollout_in_progress_until_the_controller_observes_the_spec() -> None:
-    v = health_verdict(
-        status_deployment(
-            generation=3,
-            observedGeneration=2,
-            replicas=3,
-            updatedReplicas=3,
-            readyReplicas=3,
-            availableReplicas=3,
-            conditions=[AVAILABLE, COMPLETE],
-        )
-    )
-    assert v.reason == "RolloutInProgress"
-    assert "generation 3" in v.message
-
-
-def test_verdict_new_deployment_without_status_is_in_progress() -> None:
-    v = health_verdict(status_deployment(generation=1))
-    assert v.reason == "RolloutInProgress"
-    assert v.replicas == {"desired": 3, "updated": 0, "ready": 0, "available": 0}
-
-
-def test_verdict_updated_pods_not_yet_available_during_rollout() -> None:
-    v = health_verdict(
+        ),
+        Verdict("RolloutInProgress", starts="1 old replicas pending termination"),
+    ),
+    "rollout_in_progress_until_the_controller_observes_the_spec": (
+        status_deployment(generation=3, **ROLLED_OUT, conditions=[AVAILABLE, COMPLETE]),
+        Verdict("RolloutInProgress", contains=("generation 3",)),
+    ),
+    "new_deployment_without_status_is_in_progress": (
+        status_deployment(generation=1),
+        Verdict(
+            "RolloutInProgress", replicas={"desired": 3, "updated": 0, "ready": 0, "available": 0}
+        ),
+    ),
+    "updated_pods_not_yet_available_during_rollout": (
         status_deployment(
             observedGeneration=2,
             replicas=3,
@@ -447,14 +454,10 @@ def test_verdict_updated_pods_not_yet_available_during_rollout() -> None:
             availableReplicas=2,
             unavailableReplicas=1,
             conditions=[AVAILABLE, UPDATING],
-        )
-    )
-    assert v.reason == "RolloutInProgress"
-    assert v.message.startswith("2 of 3 updated replicas available")
-
-
-def test_verdict_unavailable_after_a_finished_rollout() -> None:
-    v = health_verdict(
+        ),
+        Verdict("RolloutInProgress", starts="2 of 3 updated replicas available"),
+    ),
+    "unavailable_after_a_finished_rollout": (
         status_deployment(
             observedGeneration=2,
             replicas=3,
@@ -462,42 +465,26 @@ def test_verdict_unavailable_after_a_finished_rollout() -> None:
             readyReplicas=1,
             availableReplicas=1,
             unavailableReplicas=2,
-            conditions=[
-                condition(
-                    "Available",
-                    "False",
-                    "MinimumReplicasUnavailable",
-                    "Deployment does not have minimum availability.",
-                ),
-                COMPLETE,
-            ],
-        )
-    )
-    assert (v.status, v.reason) == (False, "Unavailable")
-    assert v.message.startswith("1 of 3 replicas available")
-    assert v.replicas == {"desired": 3, "updated": 3, "ready": 1, "available": 1}
-
-
-def test_verdict_unavailable_when_the_available_condition_is_false() -> None:
-    v = health_verdict(
+            conditions=[NO_MINIMUM, COMPLETE],
+        ),
+        Verdict(
+            "Unavailable",
+            False,
+            starts="1 of 3 replicas available",
+            replicas={"desired": 3, "updated": 3, "ready": 1, "available": 1},
+        ),
+    ),
+    "unavailable_when_the_available_condition_is_false": (
         status_deployment(
-            observedGeneration=2,
-            replicas=3,
-            updatedReplicas=3,
-            readyReplicas=3,
-            availableReplicas=3,
+            **ROLLED_OUT,
             conditions=[
                 condition("Available", "False", "MinimumReplicasUnavailable", "no minimum"),
                 COMPLETE,
             ],
-        )
-    )
-    assert v.reason == "Unavailable"
-    assert "no minimum" in v.message
-
-
-def test_verdict_progress_deadline_exceeded() -> None:
-    v = health_verdict(
+        ),
+        Verdict("Unavailable", contains=("no minimum",)),
+    ),
+    "progress_deadline_exceeded": (
         status_deployment(
             observedGeneration=2,
             replicas=4,
@@ -505,25 +492,33 @@ def test_verdict_progress_deadline_exceeded() -> None:
             readyReplicas=3,
             availableReplicas=3,
             unavailableReplicas=1,
-            conditions=[
-                AVAILABLE,
-                condition(
-                    "Progressing",
-                    "False",
-                    "ProgressDeadlineExceeded",
-                    'ReplicaSet "payments-7d9" has timed out progressing.',
-                ),
-            ],
-        )
-    )
-    assert (v.status, v.reason) == (False, "ProgressDeadlineExceeded")
-    assert "has timed out progressing" in v.message
-    assert "1 updated" in v.message and "kubectl rollout undo" in v.message
+            conditions=[AVAILABLE, TIMED_OUT],
+        ),
+        Verdict(
+            "ProgressDeadlineExceeded",
+            False,
+            contains=("has timed out progressing", "1 updated", "kubectl rollout undo"),
+        ),
+    ),
+    "scaled_to_zero_is_available": (
+        status_deployment(desired=0, observedGeneration=2),
+        Verdict("Available", True),
+    ),
+}
 
 
-def test_verdict_scaled_to_zero_is_available() -> None:
-    v = health_verdict(status_deployment(desired=0, observedGeneration=2))
-    assert (v.status, v.reason) == (True, "Available")
+@pytest.mark.parametrize(("deployment_", "want"), VERDICTS.values(), ids=VERDICTS)
+def test_verdict(deployment_: dict[str, Any], want: Verdict) -> None:
+    v = health_verdict(deployment_)
+    assert v.reason == want.reason
+    if want.status is not None:
+        assert v.status == want.status
+    if want.starts is not None:
+        assert v.message.startswith(want.starts), v.message
+    for text in want.contains:
+        assert text in v.message, v.message
+    if want.replicas is not None:
+        assert v.replicas == want.replicas
 
 
 def test_verdict_missing_spec_replicas_means_one() -> None:
