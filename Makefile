@@ -45,7 +45,7 @@ cluster: controlplane ## run the local control plane in the foreground
 run: venv controlplane ## the operator against the current kube context (or a local control plane)
 	hack/run.sh
 
-crds: venv ## regenerate crds/ (and the chart's copy) from the API models
+crds: venv ## regenerate crds/ (and the chart's copy) and docs/api.md from the API models
 	$(VENV)/bin/python -m appinfra.api.crds crds/
 	cp crds/*.yaml charts/appinfra/crds/
 	$(VENV)/bin/python -m appinfra.api.reference docs/api.md
