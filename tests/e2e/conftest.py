@@ -27,6 +27,7 @@ import yaml
 from kubernetes import client
 
 from tests.support.audit import apiserver_args
+from tests.support.faultproxy import FaultProxy
 from tests.support.kube import Cluster
 from tests.support.moto import Moto, start_moto
 from tests.support.openbao import enable_kubernetes_auth
@@ -352,6 +353,18 @@ def moto(workdir: Path) -> Iterator[Moto]:
         yield server
     finally:
         server.process.stop()
+
+
+@pytest.fixture
+def aws_calls(moto: Moto) -> Iterator[FaultProxy]:
+    """A forwarding proxy in front of the session's moto, recording every call by AWS
+    operation and answer (`calls`): moto keeps no audit log, so a test that points its
+    provider at this endpoint counts AWS calls here rather than in the provider."""
+    proxy = FaultProxy(moto.endpoint).start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
 
 
 @pytest.fixture(scope="session")

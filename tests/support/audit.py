@@ -1,5 +1,6 @@
 """Counting at the servers, not in the operator: the kube-apiserver's audit log and
-OpenBao's file audit device.
+OpenBao's file audit device. (moto keeps no log: AWS calls are counted at a forwarding
+proxy in front of it, tests/support/faultproxy.py.)
 
 A test that asks "did the operator write?" or "did it call the backend?" must not
 ask the operator: a replica that believes it stopped writing, or a check that runs
@@ -135,3 +136,54 @@ def bao_reads(audit_log: Path) -> list[str]:
         if entry.get("type") == "request" and request.get("operation") in ("read", "list"):
             paths.append(str(request.get("path", "")))
     return paths
+
+
+@dataclass(frozen=True)
+class BaoRequest:
+    """One request OpenBao answered, from the "response" entry its audit device wrote."""
+
+    operation: str  # "read", "list"; logins and token renewals are "update"
+    path: str  # e.g. "secret/data/shop/db", "auth/approle/login", "auth/token/renew-self"
+    error: str  # "" when served; OpenBao's message otherwise ("permission denied", ...)
+    policies: frozenset[str]  # of the token that sent it; empty without one (a first login)
+
+    @property
+    def denied(self) -> bool:
+        return "permission denied" in self.error
+
+
+def bao_requests(
+    audit_log: Path,
+    path: str | None = None,
+    *,
+    prefix: str | None = None,
+    operation: str | None = None,
+) -> list[BaoRequest]:
+    """Every request OpenBao answered, in order, or those to exactly `path` / under
+    `prefix` / of `operation` ("read": leaves out a test's own writes of the secret). A
+    request has one "response" entry, written before the response is sent (a "request"
+    entry too, but an answered request is what a client's count means).
+
+    The token behind a request is logged as an HMAC, but its policies in clear: a test
+    that gives its own role a policy of its own tells that role's renewals from others'."""
+    out = []
+    for line in audit_log.read_text().splitlines():
+        entry = json.loads(line)
+        request = entry.get("request") or {}
+        where = str(request.get("path", ""))
+        if (
+            entry.get("type") != "response"
+            or (path is not None and where != path)
+            or (prefix is not None and not where.startswith(prefix))
+            or (operation is not None and request.get("operation") != operation)
+        ):
+            continue
+        out.append(
+            BaoRequest(
+                operation=str(request.get("operation", "")),
+                path=where,
+                error=str(entry.get("error") or ""),
+                policies=frozenset((entry.get("auth") or {}).get("policies") or ()),
+            )
+        )
+    return out

@@ -13,25 +13,74 @@ in trouble:
 
 Requests are counted per mode, so a test can tell how many requests the operator
 sent while the faults were on (retries included: botocore's own retry is a second
-HTTP request).
+HTTP request). Each is also recorded with the AWS operation it names and the answer
+the client got (`calls`): moto keeps no audit log, so in "forward" mode this proxy is
+where the tests count AWS calls, at the server's door rather than in the operator.
+Only names and codes are kept, never a request or response body.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import re
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 Mode = Literal["forward", "throttle", "unavailable"]
 
 THROTTLE_BODY = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"}
 UPSTREAM_TIMEOUT = 10.0
+_XML_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request as the client saw it answered."""
+
+    at: float  # time.monotonic() when the answer was ready
+    mode: Mode
+    operation: str  # "GetSecretValue", "GetParameter", "AssumeRole", ...; "" if none named
+    status: int  # the HTTP status the client got
+    error: str  # the AWS error code when refused ("ParameterNotFound", ...), else ""
+
+
+def operation_of(headers: dict[str, str], query: str, body: bytes) -> str:
+    """The AWS operation a request names: the X-Amz-Target header of the JSON protocols
+    (Secrets Manager, SSM: "secretsmanager.GetSecretValue"), else the Action parameter
+    of the query protocol (STS), in a form body or the query string."""
+    target = headers.get("x-amz-target", "")
+    if target:
+        return target.rsplit(".", 1)[-1]
+    form = ""
+    if headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        form = body.decode(errors="replace")
+    for params in (form, query):
+        action = parse_qs(params).get("Action")
+        if action:
+            return action[0]
+    return ""
+
+
+def error_of(status: int, body: bytes) -> str:
+    """The AWS error code of a refusal: `__type` of the JSON protocols (the part after a
+    "#"), `<Code>` of the query protocol's XML; the status itself if neither is there."""
+    if status < 400:
+        return ""
+    try:
+        kind = json.loads(body).get("__type", "")
+        if kind:
+            return str(kind).rsplit("#", 1)[-1]
+    except (ValueError, AttributeError):
+        pass
+    match = _XML_CODE.search(body)
+    return match.group(1).decode() if match else str(status)
 
 
 class FaultProxy:
@@ -47,6 +96,7 @@ class FaultProxy:
         self._counts: Counter[str] = Counter()
         self.log: list[tuple[float, Mode]] = []
         """(time.monotonic(), mode) of every request, for failure messages."""
+        self._calls: list[Call] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(
@@ -71,6 +121,18 @@ class FaultProxy:
         with self._lock:
             return sum(self._counts.values()) if mode is None else self._counts[mode]
 
+    def calls(self, operation: str | None = None) -> list[Call]:
+        """Every request answered so far, in order (or those naming `operation`)."""
+        with self._lock:
+            return [c for c in self._calls if operation is None or c.operation == operation]
+
+    def _answered(self, mode: Mode, operation: str, status: int, body: bytes) -> None:
+        """Recorded before the answer is sent: a client that has its response sees its
+        call in `calls`."""
+        call = Call(time.monotonic(), mode, operation, status, error_of(status, body))
+        with self._lock:
+            self._calls.append(call)
+
     def _record(self) -> Mode:
         with self._lock:
             mode = self.mode
@@ -82,11 +144,16 @@ class FaultProxy:
 def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as botocore's connection pool expects
+        _mode: Mode = "forward"  # of the request being handled
+        _operation = ""
 
         def _handle(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             mode = proxy._record()
+            headers = {key.lower(): value for key, value in self.headers.items()}
+            self._operation = operation_of(headers, urlsplit(self.path).query, body)
+            self._mode = mode
             if mode == "throttle":
                 self._answer(400, THROTTLE_BODY, "application/x-amz-json-1.1")
             elif mode == "unavailable":
@@ -95,6 +162,7 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 self._forward(body)
 
         def _answer(self, status: int, body: bytes, content_type: str) -> None:
+            proxy._answered(self._mode, self._operation, status, body)
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
@@ -114,6 +182,7 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 return
             finally:
                 conn.close()
+            proxy._answered(self._mode, self._operation, resp.status, data)
             self.send_response(resp.status)
             for key, value in resp.getheaders():
                 if key.lower() not in _HOP_BY_HOP | {"content-length", "server", "date"}:

@@ -3,8 +3,12 @@ straight from a store configuration, against the real OpenBao and moto servers.
 
 Kubernetes Secrets holding credentials are stood in for by a dict behind the same
 `Kube.read_secret_key` callable the operator passes (`Secrets`); every provider gets
-its own store name (`unique`), so the backend request counter a test reads
-(`requests_total`) counts its own requests only.
+its own store name (`unique`), so the operator's own backend request counter a test
+reads (`requests_total`) counts its own requests only. That metric is a feature
+(users alert on it), so tests check that it agrees with the servers; the count a
+claim rests on is taken at the server: OpenBao's audit device
+(tests/support/audit.py `bao_requests`), or for AWS a forwarding proxy in front of
+moto (the `aws_calls` fixture, tests/support/faultproxy.py).
 """
 
 from __future__ import annotations
@@ -97,8 +101,7 @@ def ports_for_openbao() -> int:
 
 @dataclass
 class Bao:
-    """A private OpenBao (the session's one cannot have an audit device: OpenBao only
-    declares those in a config file)."""
+    """A private OpenBao, for what the session's one cannot be (TLS with its own CA)."""
 
     address: str
     root_token: str
@@ -196,13 +199,15 @@ def boto(moto: Moto, service: Any) -> Any:
     )
 
 
-def secrets_manager(moto: Moto, **extra: Any) -> tuple[SecretsManagerProvider, str]:
+def secrets_manager(endpoint: str, **extra: Any) -> tuple[SecretsManagerProvider, str]:
+    """A Secrets Manager provider of its own store name, for moto at `endpoint` (or the
+    counting proxy in front of it)."""
     name = unique("sm")
-    config, store = aws_store(moto.endpoint, "SecretsManager", **extra)
+    config, store = aws_store(endpoint, "SecretsManager", **extra)
     return SecretsManagerProvider(name, config, kube(store)), name
 
 
-def parameter_store(moto: Moto) -> tuple[ParameterStoreProvider, str]:
+def parameter_store(endpoint: str) -> tuple[ParameterStoreProvider, str]:
     name = unique("ssm")
-    config, store = aws_store(moto.endpoint, "ParameterStore")
+    config, store = aws_store(endpoint, "ParameterStore")
     return ParameterStoreProvider(name, config, kube(store), "/{namespace}/"), name
