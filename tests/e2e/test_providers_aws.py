@@ -1,6 +1,7 @@
 """The AWS providers against moto over HTTP: Secrets Manager and SSM Parameter
 Store values, versions, path listings and their bounds, the default credential
-chain, an unreachable endpoint.
+chain, an unreachable endpoint. Calls are counted at a proxy in front of moto
+(`aws_calls`); the provider's own metric is checked to agree.
 
 Shared helpers: tests/support/providers.py."""
 
@@ -16,6 +17,7 @@ import pytest
 from appinfra.api.operatorconfig import AwsStore
 from appinfra.providers import BackendUnavailable, Forbidden, RemoteSecret, SecretNotFound
 from appinfra.providers.aws import MAX_PATH_KEYS, PAGE_SIZE, SecretsManagerProvider
+from tests.support.faultproxy import FaultProxy
 from tests.support.moto import Moto
 from tests.support.providers import (
     REGION,
@@ -34,14 +36,14 @@ from tests.support.servers import free_port
 # ---------------------------------------------------------------- AWS
 
 
-def test_secrets_manager_json_plain_and_binary(moto: Moto) -> None:
+def test_secrets_manager_json_plain_and_binary(moto: Moto, aws_calls: FaultProxy) -> None:
     sm = boto(moto, "secretsmanager")
     base = f"shop/{uuid.uuid4().hex}"
     document = json.dumps({"password": "pw", "port": 5432})
     created = sm.create_secret(Name=f"{base}/json", SecretString=document)
     sm.create_secret(Name=f"{base}/plain", SecretString="just-a-token")
     sm.create_secret(Name=f"{base}/binary", SecretBinary=b"\x00\xffbin")
-    provider, name = secrets_manager(moto)
+    provider, name = secrets_manager(aws_calls.endpoint)
     try:
         as_json = provider.fetch(f"{base}/json", version=None, namespace="shop")
         plain = provider.fetch(f"{base}/plain", version=None, namespace="shop")
@@ -53,7 +55,9 @@ def test_secrets_manager_json_plain_and_binary(moto: Moto) -> None:
     )
     assert (plain.properties, plain.raw) == (None, b"just-a-token")
     assert (binary.properties, binary.raw) == (None, b"\x00\xffbin")
-    assert requests_total(name, "get_secret") == 3
+    # One call each at moto's door.
+    assert [(c.operation, c.status) for c in aws_calls.calls()] == [("GetSecretValue", 200)] * 3
+    assert requests_total(name, "get_secret") == 3  # the metric agrees
 
 
 def test_secrets_manager_versions_by_stage_and_id(moto: Moto) -> None:
@@ -61,7 +65,7 @@ def test_secrets_manager_versions_by_stage_and_id(moto: Moto) -> None:
     key = f"shop/{uuid.uuid4().hex}"
     first = sm.create_secret(Name=key, SecretString="one")["VersionId"]
     second = sm.put_secret_value(SecretId=key, SecretString="two")["VersionId"]
-    provider, _ = secrets_manager(moto)
+    provider, _ = secrets_manager(moto.endpoint)
     try:
         read = {
             version: provider.fetch(key, version=version, namespace="shop")
@@ -82,13 +86,13 @@ def test_secrets_manager_versions_by_stage_and_id(moto: Moto) -> None:
     }
 
 
-def test_parameter_store_values_and_versions(moto: Moto) -> None:
+def test_parameter_store_values_and_versions(moto: Moto, aws_calls: FaultProxy) -> None:
     ssm = boto(moto, "ssm")
     base = f"/shop/{uuid.uuid4().hex}"
     ssm.put_parameter(Name=f"{base}/plain", Value="v1", Type="String")
     ssm.put_parameter(Name=f"{base}/plain", Value="v2", Type="String", Overwrite=True)
     ssm.put_parameter(Name=f"{base}/secure", Value="decrypted!", Type="SecureString")
-    provider, name = parameter_store(moto)
+    provider, name = parameter_store(aws_calls.endpoint)
     try:
         latest = provider.fetch(f"{base}/plain", version=None, namespace="shop")
         first = provider.fetch(f"{base}/plain", version="1", namespace="shop")
@@ -101,11 +105,19 @@ def test_parameter_store_values_and_versions(moto: Moto) -> None:
     assert latest == RemoteSecret(None, b"v2", "2")
     assert first == RemoteSecret(None, b"v1", "1")
     assert secure == RemoteSecret(None, b"decrypted!", "1")
-    assert requests_total(name, "get_secret") == 3
+    # One call each at moto's door, the last two refused as not found.
+    assert [(c.operation, c.error) for c in aws_calls.calls()] == [
+        ("GetParameter", ""),
+        ("GetParameter", ""),
+        ("GetParameter", ""),
+        ("GetParameter", "ParameterNotFound"),
+        ("GetParameter", "ParameterVersionNotFound"),
+    ]
+    assert requests_total(name, "get_secret") == 3  # the metric agrees
     assert requests_total(name, "get_secret", "SecretNotFound") == 2
 
 
-def test_parameter_store_path_listing(moto: Moto) -> None:
+def test_parameter_store_path_listing(moto: Moto, aws_calls: FaultProxy) -> None:
     ssm = boto(moto, "ssm")
     base = f"/shop/{uuid.uuid4().hex}"
     expected = {f"k{number}": f"value-{number}" for number in range(9)}
@@ -116,9 +128,10 @@ def test_parameter_store_path_listing(moto: Moto) -> None:
     ssm.put_parameter(Name=f"{base}/app/api/key.v2", Value="k", Type="String")
     ssm.put_parameter(Name=f"{base}/other", Value="not under the path", Type="String")
     expected |= {"db_password": "pw", "db_user": "app", "api_key.v2": "k"}
-    provider, name = parameter_store(moto)
+    provider, name = parameter_store(aws_calls.endpoint)
     try:
         listed = provider.fetch(f"{base}/app/", version=None, namespace="shop", path_prefix=True)
+        pages = aws_calls.calls()
         with pytest.raises(SecretNotFound):
             provider.fetch(f"{base}/nothing/", version=None, namespace="shop", path_prefix=True)
         with pytest.raises(Forbidden, match="no versions"):
@@ -126,10 +139,18 @@ def test_parameter_store_path_listing(moto: Moto) -> None:
     finally:
         provider.close()
     assert listed == RemoteSecret(expected, None, None)
-    assert requests_total(name, "list_path") >= 2  # 12 parameters, at most 10 a page
+    # At moto's door: 12 parameters, at most 10 a page, so at least two pages; then one
+    # call for the empty path, none for the refused version.
+    assert len(pages) >= 2
+    assert [(c.operation, c.status) for c in pages] == [("GetParametersByPath", 200)] * len(pages)
+    assert len(aws_calls.calls("GetParametersByPath")) == len(pages) + 1
+    assert len(aws_calls.calls()) == len(pages) + 1
+    assert requests_total(name, "list_path") == len(pages) + 1  # the metric agrees
 
 
-def test_parameter_store_path_listing_stops_past_the_key_limit(moto: Moto) -> None:
+def test_parameter_store_path_listing_stops_past_the_key_limit(
+    moto: Moto, aws_calls: FaultProxy
+) -> None:
     """1,025 parameters under one path: refused (value-free) once the 1,025th arrives,
     after the pages 1,024 keys need, not after reading everything."""
     ssm = boto(moto, "ssm")
@@ -139,7 +160,7 @@ def test_parameter_store_path_listing_stops_past_the_key_limit(moto: Moto) -> No
             lambda i: ssm.put_parameter(Name=f"{base}/p{i:04d}", Value=f"value-{i}", Type="String"),
             range(MAX_PATH_KEYS + 1),
         ))  # fmt: skip
-    provider, name = parameter_store(moto)
+    provider, name = parameter_store(aws_calls.endpoint)
     try:
         with pytest.raises(Forbidden) as refused:
             provider.fetch(f"{base}/", version=None, namespace="shop", path_prefix=True)
@@ -151,7 +172,12 @@ def test_parameter_store_path_listing_stops_past_the_key_limit(moto: Moto) -> No
     assert "value-" not in str(refused.value)
     assert listed.properties is not None and len(listed.properties) == MAX_PATH_KEYS
     pages = MAX_PATH_KEYS // PAGE_SIZE + 1
-    assert requests_total(name, "list_path") <= 2 * pages
+    # Both fetches together, counted at moto's door (the test's own writes go straight to
+    # moto, not through it).
+    calls = aws_calls.calls()
+    assert {call.operation for call in calls} == {"GetParametersByPath"}
+    assert len(calls) <= 2 * pages
+    assert requests_total(name, "list_path") == len(calls)  # the metric agrees
 
 
 AMBIENT_AWS = (

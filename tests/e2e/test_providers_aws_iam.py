@@ -2,6 +2,9 @@
 permission, an assumed role renewed before expiry, rotated keys, and the assumed
 role through `appinfra run` (the session operator, with the chart's RBAC).
 
+STS and Secrets Manager calls are counted at a forwarding proxy in front of that moto
+(`iam_calls`); the provider's own metric is checked to agree.
+
 Shared helpers: tests/support/providers.py."""
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from appinfra.api.operatorconfig import AwsStore
 from appinfra.providers import Forbidden
 from appinfra.providers.aws import SecretsManagerProvider
 from tests.e2e.conftest import SYSTEM_NAMESPACE, Operator, Stores
+from tests.support.faultproxy import FaultProxy
 from tests.support.kube import Cluster
 from tests.support.moto import start_moto
 from tests.support.objects import apply, condition, get, wait_condition
@@ -87,15 +91,26 @@ def iam_moto(workdir: Path) -> Iterator[IamMoto]:
         setup.process.stop()
 
 
-def iam_store(iam_moto: IamMoto, keys: tuple[str, str], **extra: Any) -> tuple[AwsStore, Secrets]:
-    config, store = aws_store(iam_moto.endpoint, "SecretsManager", **extra)
+@pytest.fixture
+def iam_calls(iam_moto: IamMoto) -> Iterator[FaultProxy]:
+    """A forwarding proxy in front of the IAM-enforcing moto, recording every call by
+    operation and answer: where the tests count AssumeRole and GetSecretValue."""
+    proxy = FaultProxy(iam_moto.endpoint).start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+def iam_store(endpoint: str, keys: tuple[str, str], **extra: Any) -> tuple[AwsStore, Secrets]:
+    config, store = aws_store(endpoint, "SecretsManager", **extra)
     store.put("appinfra", "aws", "id", keys[0])
     store.put("appinfra", "aws", "secret", keys[1])
     return config, store
 
 
 def test_aws_static_keys_without_permission_are_forbidden(iam_moto: IamMoto) -> None:
-    config, store = iam_store(iam_moto, iam_moto.user_key)
+    config, store = iam_store(iam_moto.endpoint, iam_moto.user_key)
     provider = SecretsManagerProvider(unique("sm-iam"), config, kube(store))
     try:
         with pytest.raises(Forbidden, match="access denied reading secret 'shop/db'"):
@@ -104,8 +119,10 @@ def test_aws_static_keys_without_permission_are_forbidden(iam_moto: IamMoto) -> 
         provider.close()
 
 
-def test_aws_role_is_assumed_and_reassumed_before_expiry(iam_moto: IamMoto) -> None:
-    config, store = iam_store(iam_moto, iam_moto.user_key, roleArn=iam_moto.role_arn)
+def test_aws_role_is_assumed_and_reassumed_before_expiry(
+    iam_moto: IamMoto, iam_calls: FaultProxy
+) -> None:
+    config, store = iam_store(iam_calls.endpoint, iam_moto.user_key, roleArn=iam_moto.role_arn)
     clock = Clock()
     name = unique("sm-role")
     provider = SecretsManagerProvider(name, config, kube(store), clock)
@@ -114,18 +131,28 @@ def test_aws_role_is_assumed_and_reassumed_before_expiry(iam_moto: IamMoto) -> N
             assert (
                 provider.fetch(iam_moto.secret, version=None, namespace="shop").raw == b"via-role"
             )
-        assert requests_total(name, "assume_role") == 1
+        # At moto's door: one role session served the three reads.
+        assert answered(iam_calls) == [("AssumeRole", 200)] + [("GetSecretValue", 200)] * 3
+        assert requests_total(name, "assume_role") == 1  # the metric agrees
         clock.now += 3600 - 299  # moto's sessions last an hour; renewed 5 minutes early
         provider.fetch(iam_moto.secret, version=None, namespace="shop")
     finally:
         provider.close()
-    assert requests_total(name, "assume_role") == 2
+    # Within 5 minutes of its end the session was replaced before the fourth read.
+    assert answered(iam_calls)[4:] == [("AssumeRole", 200), ("GetSecretValue", 200)]
+    assert len(iam_calls.calls()) == 6
+    assert requests_total(name, "assume_role") == 2  # the metric agrees
     assert requests_total(name, "get_secret") == 4
+
+
+def answered(proxy: FaultProxy) -> list[tuple[str, int]]:
+    """(operation, HTTP status) of every call through `proxy`, in order."""
+    return [(call.operation, call.status) for call in proxy.calls()]
 
 
 def test_aws_keys_rotated_in_their_secret_are_picked_up_on_refusal(iam_moto: IamMoto) -> None:
     config, store = iam_store(
-        iam_moto, ("AKIAUNKNOWN000000000", "wrong"), roleArn=iam_moto.role_arn
+        iam_moto.endpoint, ("AKIAUNKNOWN000000000", "wrong"), roleArn=iam_moto.role_arn
     )
     provider = SecretsManagerProvider(unique("sm-rotate"), config, kube(store))
     try:
@@ -139,24 +166,33 @@ def test_aws_keys_rotated_in_their_secret_are_picked_up_on_refusal(iam_moto: Iam
 
 
 def test_operator_syncs_a_binding_through_the_assumed_role(
-    cluster: Cluster, operator: Operator, stores: Stores, iam_moto: IamMoto, namespace: str
+    cluster: Cluster,
+    operator: Operator,
+    stores: Stores,
+    iam_moto: IamMoto,
+    iam_calls: FaultProxy,
+    namespace: str,
 ) -> None:
     """`appinfra run` (the session operator, with the chart's RBAC) and a store with
     `aws.roleArn`, against a moto that enforces IAM: the store's keys may only call
     sts:AssumeRole, only the role may read the secret. The Secret appears only if the
-    operator assumed the role; the same keys without roleArn are refused."""
+    operator assumed the role; the same keys without roleArn are refused. Each store
+    reaches moto through a proxy of its own, which counts its calls."""
     # Two more keys in the session's credential Secret, which the chart's RBAC already
     # lets the operator read (a new Secret might not be, if that RBAC names Secrets).
     user = {"iam-id": iam_moto.user_key[0], "iam-secret": iam_moto.user_key[1]}
     patch_credentials(cluster, user)
     ref = {"namespace": SYSTEM_NAMESPACE, "name": "aws-keys"}
     auth = {"secretRef": {**ref, "accessKeyIDKey": "iam-id", "secretAccessKeyKey": "iam-secret"}}
-    aws = {"service": "SecretsManager", "region": REGION, "endpoint": iam_moto.endpoint}
+    aws = {"service": "SecretsManager", "region": REGION}
     role_store, keys_store = unique("aws-role"), unique("aws-keys-only")
+    keys_calls = FaultProxy(iam_moto.endpoint).start()
     configured = stores.config["secretStores"]
     scope = {"allowedNamespaces": [namespace], "keyPrefix": "shop/"}  # the moto secret's name
-    configured[role_store] = {"aws": {**aws, "auth": auth, "roleArn": iam_moto.role_arn}, **scope}
-    configured[keys_store] = {"aws": {**aws, "auth": auth}, **scope}
+    configured[role_store] = {"aws": {**aws, "endpoint": iam_calls.endpoint, "auth": auth,
+                                      "roleArn": iam_moto.role_arn}, **scope}  # fmt: skip
+    configured[keys_store] = {"aws": {**aws, "endpoint": keys_calls.endpoint, "auth": auth},
+                              **scope}  # fmt: skip
     stores.write()
     data = [{"secretKey": "PW", "remoteRef": {"key": iam_moto.secret}}]
     try:
@@ -177,8 +213,18 @@ def test_operator_syncs_a_binding_through_the_assumed_role(
             configured.pop(store, None)
         stores.write()
         patch_credentials(cluster, dict.fromkeys(user))
-    # The operator's own count agrees: one role session, shared by the binding's reads.
-    assert operator_requests(operator, role_store, "assume_role") >= 1
+        keys_calls.stop()
+    # At moto's door: the role store read the secret only after assuming the role (and
+    # the role session was shared by its reads); the keys-only store never assumed it
+    # and its reads were refused.
+    role_calls = answered(iam_calls)
+    assert role_calls[0] == ("AssumeRole", 200), role_calls
+    assert ("GetSecretValue", 200) in role_calls, role_calls
+    assert role_calls.count(("AssumeRole", 200)) == 1, role_calls
+    refused = [(call.operation, call.error) for call in keys_calls.calls()]
+    assert refused and set(refused) == {("GetSecretValue", "AccessDenied")}, refused
+    # The operator's own count agrees.
+    assert operator_requests(operator, role_store, "assume_role") == 1
 
 
 def patch_credentials(cluster: Cluster, data: dict[str, str | None]) -> None:

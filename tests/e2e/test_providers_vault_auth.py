@@ -1,6 +1,10 @@
 """The Vault provider's authentication against a real OpenBao: tokens, AppRole,
 renewal near expiry, and kubernetes auth through our API server's TokenReview.
 
+Logins, renewals and reads are counted where they happen, in the session OpenBao's
+audit log (`bao_requests`); the provider's own metric (`requests_total`) is checked
+to agree with it.
+
 Shared helpers: tests/support/providers.py."""
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import hvac
@@ -18,6 +23,7 @@ from kubernetes import client
 from appinfra.providers import Forbidden, RemoteSecret
 from appinfra.providers.vault import VaultProvider
 from tests.e2e.conftest import OpenBao
+from tests.support.audit import bao_requests
 from tests.support.kube import Cluster
 from tests.support.openbao import enable_kubernetes_auth
 from tests.support.providers import (
@@ -55,8 +61,15 @@ def test_vault_policy_denial_is_forbidden_after_one_fresh_token(
         provider.close()
     assert f"secret/data/{base}/denied" in str(denied.value)
     assert "permission denied" in str(denied.value)
-    # The cached token was refused, so the token was re-read once and the read retried.
-    assert requests_total(name, "get_secret", "Forbidden") == 2
+    # The cached token was refused, so the token was re-read once and the read retried:
+    # OpenBao refused two reads of the denied key, and served one of the allowed key.
+    reads = bao_requests(openbao.audit_log, prefix=f"secret/data/{base}/", operation="read")
+    assert [(r.path.rsplit("/", 1)[1], r.denied) for r in reads] == [
+        ("allowed", False),
+        ("denied", True),
+        ("denied", True),
+    ]
+    assert requests_total(name, "get_secret", "Forbidden") == 2  # the metric agrees
     assert store.reads == 2
 
 
@@ -83,6 +96,7 @@ class AppRole:
     role_id: str
     secret_id: str
     base: str
+    policy: str  # its own: OpenBao's audit log names it on every request of its tokens
 
 
 def make_app_role(root: hvac.Client, **role: Any) -> AppRole:
@@ -100,7 +114,22 @@ def make_app_role(root: hvac.Client, **role: Any) -> AppRole:
     secret_id = root.auth.approle.generate_secret_id("app", mount_point=mount)["data"]["secret_id"]
     for number in range(2):
         root.secrets.kv.v2.create_or_update_secret(path=f"{base}/k{number}", secret={"n": number})
-    return AppRole(mount, role_id, secret_id, base)
+    return AppRole(mount, role_id, secret_id, base, policy)
+
+
+def answered_for(audit_log: Path, role: AppRole) -> list[str]:
+    """What OpenBao answered for `role`, in order: "login" (or "refused login") at its
+    mount, "renew" of a token with its policy, "read k0" (or "denied k0") of its keys."""
+    out = []
+    for request in bao_requests(audit_log):
+        if request.path == f"auth/{role.mount}/login":
+            out.append("refused login" if request.error else "login")
+        elif request.path == "auth/token/renew-self" and role.policy in request.policies:
+            out.append("renew")
+        elif request.path.startswith(f"secret/data/{role.base}/") and request.operation == "read":
+            key = request.path.rsplit("/", 1)[1]
+            out.append(f"denied {key}" if request.denied else f"read {key}")
+    return out
 
 
 def app_role_provider(
@@ -133,6 +162,11 @@ def test_vault_app_role_logs_in_once_and_reuses_the_token(
         assert provider.fetch(f"{role.base}/k1", version=None, namespace="shop").properties
     finally:
         provider.close()
+    # At OpenBao: one login for the first three reads; the revoked token refused once.
+    assert answered_for(openbao.audit_log, role) == [
+        "login", "read k0", "read k1", "read k0", "denied k1", "login", "read k1",
+    ]  # fmt: skip
+    # The metric agrees.
     assert requests_total(name, "login") == 2
     assert requests_total(name, "get_secret") == 4
     assert requests_total(name, "get_secret", "Forbidden") == 1
@@ -143,6 +177,10 @@ def test_vault_token_near_expiry_is_renewed_or_replaced(
 ) -> None:
     renewable = make_app_role(root, token_ttl="30s", token_max_ttl="1h")
     batch = make_app_role(root, token_ttl="30s", token_type="batch")  # batch: not renewable
+    expected = {
+        renewable.mount: ["login", "read k0", "renew", "read k1"],
+        batch.mount: ["login", "read k0", "login", "read k1"],
+    }
     for role, renewals, logins in [(renewable, 1, 1), (batch, 0, 2)]:
         clock = Clock()
         provider, name = app_role_provider(openbao, role, clock)
@@ -152,7 +190,10 @@ def test_vault_token_near_expiry_is_renewed_or_replaced(
             provider.fetch(f"{role.base}/k1", version=None, namespace="shop")
         finally:
             provider.close()
-        assert requests_total(name, "renew") == renewals
+        # At OpenBao: the second read came after a renewal of the same token, or (batch
+        # tokens cannot be renewed) after a new login.
+        assert answered_for(openbao.audit_log, role) == expected[role.mount]
+        assert requests_total(name, "renew") == renewals  # the metric agrees
         assert requests_total(name, "login") == logins
 
 
@@ -218,7 +259,13 @@ def test_vault_kubernetes_auth_through_token_review(
         ]
         assert "kubernetes auth" in str(refused.value)
         assert f"{other}/payments" in str(refused.value)
-        assert requests_total(name, "login") == 1
+        # At OpenBao: one login (accepted) served both reads of the namespace; the other
+        # namespace's login was refused and nothing was read for it.
+        logins = bao_requests(openbao.audit_log, f"auth/{mount}/login")
+        assert [bool(login.error) for login in logins] == [False, True]
+        reads = bao_requests(openbao.audit_log, f"secret/data/{namespace}/db", operation="read")
+        assert [read.error for read in reads] == ["", ""]
+        assert requests_total(name, "login") == 1  # the metric agrees
         assert requests_total(name, "login", "Forbidden") == 1
     finally:
         with cluster.api() as api:
