@@ -9,7 +9,7 @@ from typing import Any
 
 from tests.e2e.conftest import SYSTEM_NAMESPACE, Operator, Stores
 from tests.e2e.test_serviceprofile import profile as service_profile
-from tests.support.audit import Write, service_account_user, writes_by
+from tests.support.audit import Write, bao_requests, service_account_user, writes_by
 from tests.support.kube import Cluster
 from tests.support.objects import apply, deployment, wait_condition
 from tests.support.rbac import chart_rules, service_account_kubeconfig
@@ -36,22 +36,33 @@ def sample(metrics: str, metric: str, **labels: str) -> float | None:
 def test_metrics_are_exported(
     cluster: Cluster, operator: Operator, stores: Stores, namespace: str
 ) -> None:
+    """Every metric family shows up; the backend request counter equals what OpenBao's
+    audit log recorded, through a store only this test uses (so no other test's reads
+    are in either count)."""
     apply(cluster, deployment(namespace, "m"), profile(namespace, "m"))
     wait_condition(cluster, "serviceprofile", namespace, "m", "Ready", "True")
     stores.bao.secrets.kv.v2.create_or_update_secret(
         path=f"{namespace}/m", secret={"v": "1"}, mount_point="secret"
     )
+    store = f"vault-{namespace}"
+    stores.config["secretStores"][store] = stores.config["secretStores"]["vault-main"]
+    stores.write()
     binding = {
         "apiVersion": "appinfra.dev/v1alpha1",
         "kind": "SecretBinding",
         "metadata": {"name": "m", "namespace": namespace},
-        "spec": {"store": "vault-main",
+        "spec": {"store": store,
                  "data": [{"secretKey": "V", "remoteRef": {"key": f"{namespace}/m"}}]},
     }  # fmt: skip
-    apply(cluster, binding)
-    wait_condition(cluster, "secretbinding", namespace, "m", "Ready", "True")
+    try:
+        # A binding naming a store not loaded yet is Invalid, and retried on the reload.
+        apply(cluster, binding)
+        wait_condition(cluster, "secretbinding", namespace, "m", "Ready", "True")
+        text = operator.metrics()
+    finally:
+        stores.config["secretStores"].pop(store)
+        stores.write()
 
-    text = operator.metrics()
     assert (
         sample(text, "appinfra_reconcile_total", kind="ServiceProfile", result="success") or 0
     ) >= 1
@@ -60,15 +71,17 @@ def test_metrics_are_exported(
         text, "appinfra_reconcile_duration_seconds_bucket", kind="SecretBinding", le="+Inf"
     )
     assert (sample(text, "appinfra_managed_objects", kind="ServiceProfile") or 0) >= 1
-    assert (
-        sample(text, "appinfra_secret_sync_total", store="vault-main", result="Synced") or 0
-    ) >= 1
+    assert (sample(text, "appinfra_secret_sync_total", store=store, result="Synced") or 0) >= 1
     last = sample(
         text, "appinfra_secret_last_success_timestamp_seconds", namespace=namespace, name="m"
     )
     assert last is not None and abs(last - time.time()) < 300
-    assert sample(text, "appinfra_backend_requests_total", store="vault-main",
-                  operation="get_secret", status="ok")  # fmt: skip
+    served = bao_requests(stores.bao_audit_log, f"secret/data/{namespace}/m", operation="read")
+    assert served and not any(read.error for read in served)
+    counted = sample(
+        text, "appinfra_backend_requests_total", store=store, operation="get_secret", status="ok"
+    )
+    assert counted == len(served)
     assert sample(text, "appinfra_leader") == 1  # the only replica is the active one
 
 
