@@ -77,6 +77,12 @@ def _cmd_uninstall(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from appinfra.explain_cli import run_explain
+
+    return run_explain(args.target, args.namespace, args.output, sys.stdout, sys.stderr)
+
+
 # Examples shown under each command's --help (argparse epilogs, printed as written).
 MAIN_EXAMPLES = """\
 examples:
@@ -141,6 +147,18 @@ examples:
   appinfra uninstall                 # every namespace
   appinfra uninstall -n shop         # only one namespace
   kubectl delete -f crds/
+"""
+
+EXPLAIN_EXAMPLES = """\
+examples:
+  appinfra explain deployment/payments -n shop           # with the current kube context
+  appinfra explain deployment/payments -n shop -o json   # the same as one JSON object
+  kubectl appinfra explain deployment/payments -n shop   # as a kubectl plugin
+
+Read-only. Lists every Deployment field appinfra owns, by the resource that owns it
+(from managedFields), then each appinfra resource naming the Deployment: Ready and
+Accepted with reason (and message when not True), Conflicted losers marked, its
+children, and for SecretBindings the target Secret and the last and next sync.
 """
 
 VERSION_EXAMPLES = """\
@@ -253,6 +271,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="only this namespace (repeatable; default: every namespace)",
     )  # fmt: skip
     uninstall.set_defaults(func=_cmd_uninstall)
+
+    explain = _command(
+        sub,
+        "explain",
+        "show which appinfra resource owns which field of a Deployment, and their state",
+        EXPLAIN_EXAMPLES,
+    )
+    explain.add_argument("target", metavar="deployment/NAME",
+                         help="the Deployment (deployment/NAME, deploy/NAME or NAME)")  # fmt: skip
+    explain.add_argument("--namespace", "-n", default=None, metavar="NS",
+                         help="its namespace (default: the kube context's)")  # fmt: skip
+    explain.add_argument("--output", "-o", choices=["text", "json"], default="text",
+                         help="text (default) or json")  # fmt: skip
+    explain.set_defaults(func=_cmd_explain)
 
     version = _command(sub, "version", "print the version", VERSION_EXAMPLES)
     version.set_defaults(func=_cmd_version)
