@@ -21,7 +21,7 @@ from appinfra.explain_model import (
     condition_state,
     owned_fields,
 )
-from appinfra.kube.client import Kube
+from appinfra.kube.client import Kube, KubeError
 from appinfra.kube.resources import (
     CONFIGMAP,
     DEPLOYMENT,
@@ -78,17 +78,31 @@ def explain(kube: Kube, namespace: str, name: str) -> Explanation:
             if _names_deployment(body, name):
                 attached.append({**body, "kind": kind})
     children: dict[tuple[str, str], list[Obj]] = {}
+    notes: list[str] = []
+    unreadable: set[str] = set()
     if attached:  # one LIST per child kind, shared by all the resources
         for res in CHILD_KINDS:
-            for obj in _list(kube, res, namespace, MANAGED_SELECTOR):
+            try:
+                objs = list(_list(kube, res, namespace, MANAGED_SELECTOR))
+            except KubeError as exc:
+                # Viewers may read the Deployment but not Secrets (the aggregated `view`
+                # role excludes them): say what is missing instead of failing.
+                if exc.status != 403:
+                    raise
+                unreadable.add(res.kind)
+                notes.append(f"{res.kind}s not shown: no access to list them ({exc.message})")
+                continue
+            for obj in objs:
                 labels = obj["metadata"].get("labels") or {}
                 key = (labels.get(OWNER_KIND, ""), labels.get(OWNER_NAME, ""))
                 children.setdefault(key, []).append({**obj, "kind": res.kind})
-    resources = [_attached(kube, body, children) for body in attached]
-    return Explanation(namespace, name, owned_fields(dep), resources)
+    resources = [_attached(kube, body, children, unreadable) for body in attached]
+    return Explanation(namespace, name, owned_fields(dep), resources, notes)
 
 
-def _attached(kube: Kube, body: Obj, children: dict[tuple[str, str], list[Obj]]) -> Attached:
+def _attached(
+    kube: Kube, body: Obj, children: dict[tuple[str, str], list[Obj]], unreadable: set[str]
+) -> Attached:
     kind, name = body["kind"], body["metadata"]["name"]
     accepted = condition_state(body, "Accepted")
     result = Attached(
@@ -105,7 +119,9 @@ def _attached(kube: Kube, body: Obj, children: dict[tuple[str, str], list[Obj]])
         target = status.get("targetSecret")
         result.secret = SecretSync(target, status.get("lastSyncTime"), status.get("nextSyncTime"))
         listed = {(c.kind, c.name) for c in result.children}
-        if target and ("Secret", target) not in listed:
+        if target and "Secret" in unreadable:
+            result.children.append(Child("Secret", target, "unknown (no access to Secrets)"))
+        elif target and ("Secret", target) not in listed:
             # A Merge target is someone else's Secret, without our labels: read it alone.
             secret = kube.get(SECRET, body["metadata"]["namespace"], target)
             state = "missing" if secret is None else _owner_state(secret, body)

@@ -66,9 +66,8 @@ def run_explain(target: str, namespace: str | None, output: str, out: TextIO, er
         if exc.status == 403:
             print(
                 f"appinfra explain: no access: {exc.message} (explain needs get on the "
-                "Deployment and list on the appinfra kinds and their children, ConfigMaps, "
-                "Secrets, HorizontalPodAutoscalers, NetworkPolicies and "
-                "PodDisruptionBudgets, in the namespace)",
+                "Deployment and list on the four appinfra kinds in the namespace, e.g. "
+                "the `view` ClusterRole; children it may not list are left out with a note)",
                 file=err,
             )
         else:

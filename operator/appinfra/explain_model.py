@@ -115,6 +115,7 @@ class Explanation:
     deployment: str
     owned: list[OwnedFields]
     resources: list[Attached]
+    notes: list[str] = field(default_factory=list)  # what could not be read, and why
 
     def to_json(self) -> Obj:
         """The `-o json` object (its shape is documented in README "Command line")."""
@@ -199,6 +200,9 @@ def render_text(exp: Explanation) -> str:
         wc = max((len(f"{c.kind}/{c.name}") for c in res.children), default=0)
         for child in res.children:
             lines.append(f"      {f'{child.kind}/{child.name}':<{wc}}  {child.state}")
+    if exp.notes:
+        lines.append("")
+        lines.extend(f"note: {n}" for n in exp.notes)
     return "\n".join(lines) + "\n"
 
 

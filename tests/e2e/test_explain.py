@@ -49,7 +49,7 @@ def _section(text: str, header: str) -> list[str]:
 
 
 def test_explain_lists_owned_fields_states_children_and_sync(
-    cluster: Cluster, operator: Operator, stores: Stores, namespace: str
+    cluster: Cluster, operator: Operator, stores: Stores, namespace: str, tmp_path: Path
 ) -> None:
     ref = {"kind": "Deployment", "name": "web"}
     password = f"pw-{namespace}-value"
@@ -135,6 +135,34 @@ def test_explain_lists_owned_fields_states_children_and_sync(
     assert plugin.returncode == 0, plugin.stderr
     assert plugin.stdout == text
 
+    # A reader who may not list Secrets (as the `view` ClusterRole): the rest is shown,
+    # and a note says what is missing.
+    reader = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+              "metadata": {"name": "reader", "namespace": namespace},
+              "rules": [{"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]},
+                        {"apiGroups": ["appinfra.dev"], "resources": ["*"], "verbs": ["list"]},
+                        {"apiGroups": ["", "autoscaling", "networking.k8s.io", "policy"],
+                         "resources": ["configmaps", "horizontalpodautoscalers",
+                                       "networkpolicies", "poddisruptionbudgets"],
+                         "verbs": ["list"]}]}  # fmt: skip
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": "reader", "namespace": namespace},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                           "name": "reader"},
+               "subjects": [{"kind": "ServiceAccount", "name": "default",
+                             "namespace": namespace}]}  # fmt: skip
+    apply(cluster, reader, binding)
+    env = {**os.environ, "KUBECONFIG": str(_default_sa_kubeconfig(cluster, namespace, tmp_path))}
+    viewed = subprocess.run(
+        [tool("appinfra"), "explain", "deployment/web", "-n", namespace],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert viewed.returncode == 0, viewed.stderr
+    assert "note: Secrets not shown: no access to list them" in viewed.stdout
+    assert "Secret/db  unknown (no access to Secrets)" in viewed.stdout
+    assert viewed.stdout.split("Resources attached:")[0] == text.split("Resources attached:")[0]
+    assert "ConfigMap/z-first-config  exists, owned by ServiceProfile/z-first" in viewed.stdout
+
 
 def _token(cluster: Cluster, namespace: str) -> str:
     """A token of the namespace's default ServiceAccount (no RBAC: can read nothing)."""
@@ -144,6 +172,24 @@ def _token(cluster: Cluster, namespace: str) -> str:
         if exc.status == 404:  # the ServiceAccount controller has not made it yet
             return ""
         raise
+
+
+def _default_sa_kubeconfig(cluster: Cluster, namespace: str, folder: Path) -> Path:
+    """A kubeconfig as the namespace's default ServiceAccount (no RBAC of its own)."""
+    tokens: list[str] = []
+    wait_until(lambda: tokens.append(_token(cluster, namespace)) is None and tokens[-1] != "",
+               30, "the default ServiceAccount's token")  # fmt: skip
+    kubeconfig = folder / "default-sa.kubeconfig"
+    kubeconfig.write_text(
+        json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "c",
+            "clusters": [{"name": "k", "cluster": {"server": cluster.server,
+                                                   "certificate-authority": str(cluster.ca_file)}}],
+            "users": [{"name": "u", "user": {"token": tokens[-1]}}],
+            "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+        })
+    )  # fmt: skip
+    return kubeconfig
 
 
 def test_explain_errors_are_one_line_and_exit_1(
@@ -157,20 +203,7 @@ def test_explain_errors_are_one_line_and_exit_1(
     assert "Traceback" not in missing.stderr
 
     # No access: a ServiceAccount without any RBAC.
-    tokens: list[str] = []
-    wait_until(lambda: tokens.append(_token(cluster, namespace)) is None and tokens[-1] != "",
-               30, "the default ServiceAccount's token")  # fmt: skip
-    token = tokens[-1]
-    kubeconfig = tmp_path / "nobody.kubeconfig"
-    kubeconfig.write_text(
-        json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "c",
-            "clusters": [{"name": "k", "cluster": {"server": cluster.server,
-                                                   "certificate-authority": str(cluster.ca_file)}}],
-            "users": [{"name": "u", "user": {"token": token}}],
-            "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
-        })
-    )  # fmt: skip
+    kubeconfig = _default_sa_kubeconfig(cluster, namespace, tmp_path)
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     denied = subprocess.run(
         [tool("appinfra"), "explain", "deployment/web", "-n", namespace],

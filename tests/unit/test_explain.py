@@ -190,3 +190,70 @@ def test_bad_target_is_one_line_exit_1(arg: str) -> None:
     assert run_explain(arg, "ns", "text", io.StringIO(), err) == 1
     assert len(err.getvalue().strip().splitlines()) == 1
     assert "deployment/NAME" in err.getvalue()
+
+
+class FakeKube:
+    """Answers explain's reads from fixed objects; LISTs of `forbidden` plurals are 403."""
+
+    def __init__(self, objects: dict[str, list[dict[str, Any]]], forbidden: set[str]):
+        self.objects = objects
+        self.forbidden = forbidden
+        self.methods: list[str] = []
+
+    def request(self, method: str, path: str, **kw: Any) -> Any:
+        from appinfra.kube.client import KubeError
+
+        self.methods.append(method)
+        plural = path.rstrip("/").rsplit("/", 1)[-1]
+        if plural in self.forbidden:
+            raise KubeError(403, "Forbidden", f"cannot list resource {plural!r}")
+        return {"items": self.objects.get(plural, []), "metadata": {}}
+
+    def get(self, res: Any, namespace: str, name: str) -> dict[str, Any] | None:
+        self.methods.append("GET")
+        found = [o for o in self.objects.get(res.plural, []) if o["metadata"]["name"] == name]
+        return found[0] if found else None
+
+
+def _body(kind: str, name: str, uid: str, **extra: Any) -> dict[str, Any]:
+    return {"kind": kind, "metadata": {"name": name, "namespace": "ns", "uid": uid},
+            "spec": {"targetRef": {"kind": "Deployment", "name": "web"}}, **extra}  # fmt: skip
+
+
+def test_explain_reads_only_and_notes_children_it_may_not_list() -> None:
+    from appinfra.explain import explain
+
+    labels = {
+        "app.kubernetes.io/managed-by": "appinfra",
+        "appinfra.dev/owner-kind": "ServiceProfile",
+        "appinfra.dev/owner-name": "sp",
+    }
+    config = {"metadata": {"name": "sp-config", "labels": labels,
+                           "ownerReferences": [{"controller": True, "uid": "u1"}]}}  # fmt: skip
+    other = _body("ServiceProfile", "elsewhere", "u3")
+    other["spec"]["targetRef"]["name"] = "not-web"
+    kube = FakeKube(
+        {
+            "deployments": [{"metadata": {"name": "web", "managedFields": []}}],
+            "serviceprofiles": [_body("ServiceProfile", "sp", "u1"), other],
+            "secretbindings": [_body("SecretBinding", "db", "u2",
+                                     status={"targetSecret": "db", "lastSyncTime": "t1"})],
+            "configmaps": [config],
+        },
+        forbidden={"secrets"},
+    )  # fmt: skip
+    exp = explain(kube, "ns", "web")  # type: ignore[arg-type]
+    assert set(kube.methods) == {"GET"}  # reads only
+    assert [(r.kind, r.name) for r in exp.resources] == [
+        ("ServiceProfile", "sp"),
+        ("SecretBinding", "db"),
+    ]
+    sp, db = exp.resources
+    assert sp.children == [Child("ConfigMap", "sp-config", "exists, owned by ServiceProfile/sp")]
+    assert db.children == [Child("Secret", "db", "unknown (no access to Secrets)")]
+    assert db.secret == SecretSync("db", "t1", None)
+    assert exp.notes == [
+        "Secrets not shown: no access to list them (cannot list resource 'secrets')"
+    ]
+    assert "note: Secrets not shown" in render_text(exp)
+    assert json.loads(render_json(exp))["notes"] == exp.notes
