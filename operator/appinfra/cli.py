@@ -90,6 +90,7 @@ examples:
   appinfra validate -f examples/                               # check manifests offline
   appinfra render -f examples/ --config config.yaml            # what the operator would write
   appinfra crds | kubectl apply --server-side -f -             # install or upgrade the CRDs
+  appinfra explain deployment/payments -n shop                 # who owns what on a Deployment
 
 Run `appinfra COMMAND --help` for a command's options and examples. Condition reasons
 and what to do about them: the "Troubleshooting" section of the README.
