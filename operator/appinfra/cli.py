@@ -59,6 +59,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         leader_elect=args.leader_elect,
         lease_namespace=args.lease_namespace,
         lease_name=args.lease_name,
+        webhook_port=args.webhook_port,
+        webhook_cert_dir=args.webhook_cert_dir,
     )
 
 
@@ -104,6 +106,8 @@ examples:
   appinfra run -n shop -n payments --log-format text -v
   # one of several replicas: only the holder of the Lease reconciles
   POD_NAMESPACE=appinfra appinfra run --leader-elect --log-format json
+  # also serve the validating admission webhook (https://HOST:9443/validate)
+  appinfra run --webhook-port 9443 --webhook-cert-dir /etc/appinfra/webhook
 
 The configuration file (secret stores, rateLimit.defaultEnforcement) is re-read when it
 changes; an example is examples/operator-config/config.yaml.
@@ -231,6 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--lease-namespace", default="", help="namespace of the Lease (default: $POD_NAMESPACE)"
     )
     run.add_argument("--lease-name", default="appinfra", help="name of the Lease")
+    run.add_argument(
+        "--webhook-port", type=int, default=0,
+        help="serve the validating admission webhook over TLS on this port (0: off)",
+    )  # fmt: skip
+    run.add_argument(
+        "--webhook-cert-dir", default="/etc/appinfra/webhook", metavar="DIR",
+        help="directory holding the webhook's tls.crt and tls.key",
+    )  # fmt: skip
     run.set_defaults(func=_cmd_run)
 
     crds = _command(sub, "crds", "print the CRD manifests", CRDS_EXAMPLES)

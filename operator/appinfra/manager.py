@@ -42,6 +42,8 @@ from appinfra.kube.workqueue import WorkQueue
 from appinfra.leader import LeaderElector, LeaseConfig
 from appinfra.observability.metrics import LEADER, MANAGED_OBJECTS
 from appinfra.providers.registry import Providers
+from appinfra.webhook import WebhookOptions
+from appinfra.webhook import register as register_webhook
 
 log = logging.getLogger("appinfra")
 
@@ -54,6 +56,7 @@ class Options:
     namespaces: Sequence[str] = ()  # empty: cluster-wide
     lease: LeaseConfig | None = None  # set: only the Lease holder runs the workers
     tuning: Tuning = field(default_factory=Tuning)
+    webhook: WebhookOptions | None = None  # set: serve the admission webhook (every replica)
 
 
 class _NoDiffBase(kopf.AnnotationsDiffBaseStorage):
@@ -87,6 +90,8 @@ class Manager:
         self.informed = [res for res in self.listeners if res not in OURS.values()]
         kopf.on.startup(registry=self.registry)(self._start)
         kopf.on.cleanup(registry=self.registry)(self._stop)
+        if options.webhook is not None:
+            register_webhook(self.registry, lambda: self.rt)
         for res in self.listeners:
             if res in OURS.values():
                 self._watch_with_kopf(res)
@@ -125,6 +130,9 @@ class Manager:
 
     async def _start(self, settings: kopf.OperatorSettings, **_: Any) -> None:
         _settle_kopf(settings)
+        if self.options.webhook is not None:
+            # kopf starts its webhook server once the startup handlers are done.
+            settings.admission.server = self.options.webhook.server()
         tuning = self.options.tuning
         scopes: list[str | None] = list(self.options.namespaces) or [None]
         # A connection per worker, per watch stream, and for the background posters.

@@ -28,10 +28,13 @@ def run_operator(
     leader_elect: bool = False,
     lease_namespace: str = "",
     lease_name: str = "appinfra",
+    webhook_port: int = 0,
+    webhook_cert_dir: str = "",
 ) -> int:
     """Run until SIGTERM/SIGINT. Returns the process exit code."""
     configure_logging(log_format, verbose)
     from appinfra.manager import Manager, Options  # imports every kind's controller
+    from appinfra.webhook import WebhookOptions
 
     clusterwide = all_namespaces or not namespaces
     lease = None
@@ -48,6 +51,7 @@ def run_operator(
             namespaces=() if clusterwide else tuple(namespaces),
             lease=lease,
             tuning=Tuning.from_env(os.environ),
+            webhook=WebhookOptions(webhook_port, webhook_cert_dir) if webhook_port else None,
         )
     )
     if metrics_port:

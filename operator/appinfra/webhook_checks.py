@@ -1,0 +1,147 @@
+"""What the admission webhook decides about a SecretBinding or ServiceProfile: the
+problems CEL cannot see, each worded exactly as the resource's status would word it
+(the same functions produce both), so that `kubectl apply` fails at once with the
+message the user would otherwise find later in status.
+
+A denial is only for what is certain to fail: an unknown store, a forbidden key, a
+template that does not compile, a child name held by an object appinfra does not own.
+A second resource on one target is a warning (the oldest wins; a user may be
+replacing one with the other). Nothing here writes; it reads the operator's cache,
+its configuration and, for objects the cache does not hold, the API server.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import jinja2
+
+from appinfra.api.kinds import SECRET_BINDING, SERVICE_PROFILE
+from appinfra.api.names import Obj
+from appinfra.api.validation import parse_spec
+from appinfra.controller import Runtime
+from appinfra.controller.writes import Taken
+from appinfra.handlers.secretbinding.secret import write_rule
+from appinfra.kube.ownership import controlled_by
+from appinfra.kube.resources import (
+    CONFIGMAP,
+    HPA,
+    NETWORKPOLICY,
+    PDB,
+    SECRET,
+    SECRETBINDING,
+    SERVICEPROFILE,
+    Resource,
+)
+from appinfra.render import messages
+from appinfra.render.common import Owner
+from appinfra.render.secretbinding import fetches, target_name
+from appinfra.render.serviceprofile import config_map_name
+from appinfra.render.templates import _ENV, _describe, _template_line
+
+# A resource being created has no creationTimestamp yet; it is the newest of all.
+_NEWEST = "9999-12-31T23:59:59Z"
+
+
+@dataclass
+class Verdict:
+    denied: str | None = None  # the status message of the first certain failure
+    warnings: list[str] = field(default_factory=list)
+
+
+def template_problem(name: str, source: str) -> str | None:
+    """The TemplateError message rendering would report for a template that does not
+    compile (a syntax error, or nesting past Python's limits), else None. Compiling
+    runs no template code; errors that depend on values are left to the render."""
+    try:
+        _ENV.from_string(source)
+    except (jinja2.TemplateSyntaxError, SyntaxError, RecursionError, MemoryError) as exc:
+        line = _template_line(exc)
+        where = f"{name}, line {line}" if line else name
+        return f"{where}: {_describe(exc, source, None, None)}"
+    return None
+
+
+def _as_created(body: Obj) -> Obj:
+    if body["metadata"].get("creationTimestamp"):
+        return body
+    out = copy.deepcopy(body)
+    out["metadata"]["creationTimestamp"] = _NEWEST
+    return out
+
+
+def _rival(rt: Runtime, res: Resource, body: Obj, hint: str = "") -> list[str]:
+    message = rt.rival_message(res, _as_created(body))
+    return [message + hint] if message else []
+
+
+def _taken(rt: Runtime, res: Resource, owner: Owner, name: str) -> str | None:
+    """Taken's message if an object of `res` called `name` exists and is not this
+    resource's child. Read from the API server: the cache holds only our children."""
+    live = rt.kube.get(res, owner.namespace, name)
+    if live is None or controlled_by(live, owner.uid):  # a new resource (no uid): not ours
+        return None
+    return str(Taken(res.kind, name, owner))
+
+
+def check_secretbinding(rt: Runtime, body: Obj) -> Verdict:
+    spec, _ = parse_spec(SECRET_BINDING, body)
+    if spec is None:
+        return Verdict()  # the schema's business; status reports the rest
+    namespace = body["metadata"]["namespace"]
+    verdict = Verdict(warnings=_rival(rt, SECRETBINDING, body, " (one binding can hold many keys)"))
+    names = rt.providers.store_names()
+    if spec.store not in names:
+        verdict.denied = messages.store_not_configured(spec.store, names)
+        return verdict
+    for fetch in fetches(spec):
+        refused = rt.providers.check_access(spec.store, namespace, fetch.key)
+        if refused:
+            verdict.denied = refused
+            return verdict
+    template = spec.target.template
+    for key, source in (template.data if template is not None else {}).items():
+        problem = template_problem(f"spec.target.template.data.{key}", source)
+        if problem:
+            verdict.denied = problem
+            return verdict
+    owner = Owner.of(body)
+    secret_name = target_name(spec, owner.name)
+    mine, hint = write_rule(spec, owner, secret_name)
+    live = rt.kube.get(SECRET, namespace, secret_name)
+    if live is not None and not mine(live):  # a new binding (no uid) owns nothing yet
+        verdict.denied = str(Taken("Secret", secret_name, owner, hint))
+    return verdict
+
+
+def check_serviceprofile(rt: Runtime, body: Obj) -> Verdict:
+    spec, _ = parse_spec(SERVICE_PROFILE, body)
+    if spec is None:
+        return Verdict()
+    verdict = Verdict(warnings=_rival(rt, SERVICEPROFILE, body))
+    owner = Owner.of(body)
+    children: list[tuple[Resource, str]] = []
+    if spec.config is not None:
+        for name, source in spec.config.files.items():
+            # status says f"spec.{TemplateError}" for a profile's templates
+            problem = template_problem(f"config.files.{name}", source)
+            if problem:
+                verdict.denied = f"spec.{problem}"
+                return verdict
+        children.append((CONFIGMAP, config_map_name(owner, spec.config)))
+    if spec.autoscaling is not None:
+        children.append((HPA, owner.name))
+    if spec.network is not None:
+        children.append((NETWORKPOLICY, owner.name))
+    if spec.disruption is not None:
+        children.append((PDB, owner.name))
+    for res, name in children:
+        taken = _taken(rt, res, owner, name)
+        if taken:
+            verdict.denied = taken
+            return verdict
+    return verdict
+
+
+CHECKS = {SECRETBINDING.kind: check_secretbinding, SERVICEPROFILE.kind: check_serviceprofile}
