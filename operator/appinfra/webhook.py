@@ -61,6 +61,12 @@ def register(registry: kopf.OperatorRegistry, runtime: Callable[[], Runtime | No
         if rt is None:
             return  # not started: allow, status will tell
         obj = dict(body)
+        old = kwargs.get("old")
+        if old is not None and (old.get("spec") == obj.get("spec") or
+                                obj["metadata"].get("deletionTimestamp")):  # fmt: skip
+            # Only a spec change is judged: the operator's own writes (finalizers,
+            # annotations) and a resource's way out must pass whatever it holds.
+            return
         check = CHECKS[obj["kind"]]
         loop = asyncio.get_running_loop()
         try:
