@@ -128,10 +128,24 @@ def test_webhook_denies_with_the_status_message_and_never_blocks_when_down(
     ca = certificates(workdir / f"webhook-{ns}")
     for dep in ("web-a", "web-b", "web-c"):
         apply(cluster, deployment(ns, dep))
-    apply(cluster, {"apiVersion": "v1", "kind": "ConfigMap",
-                    "metadata": {"name": "users-cm", "namespace": ns}, "data": {"k": "v"}})
-    apply(cluster, {"apiVersion": "v1", "kind": "Secret",
-                    "metadata": {"name": "users-secret", "namespace": ns}, "data": {}})
+    apply(
+        cluster,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "users-cm", "namespace": ns},
+            "data": {"k": "v"},
+        },
+    )
+    apply(
+        cluster,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "users-secret", "namespace": ns},
+            "data": {},
+        },
+    )
     put(stores, f"{ns}/db", {"password": "never-shown"})  # so bad-template gets to render
     key = {"secretKey": "password", "remoteRef": {"key": f"{ns}/db", "property": "password"}}
     bad: dict[str, tuple[dict[str, Any], str, str, str]] = {
