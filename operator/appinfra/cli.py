@@ -107,7 +107,7 @@ examples:
   # one of several replicas: only the holder of the Lease reconciles
   POD_NAMESPACE=appinfra appinfra run --leader-elect --log-format json
   # also serve the validating admission webhook (https://HOST:9443/validate)
-  appinfra run --webhook-port 9443 --webhook-cert-dir /etc/appinfra/webhook
+  appinfra run --webhook-port 9443 --webhook-cert-dir /etc/appinfra-webhook
 
 The configuration file (secret stores, rateLimit.defaultEnforcement) is re-read when it
 changes; an example is examples/operator-config/config.yaml.
@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the validating admission webhook over TLS on this port (0: off)",
     )  # fmt: skip
     run.add_argument(
-        "--webhook-cert-dir", default="/etc/appinfra/webhook", metavar="DIR",
+        "--webhook-cert-dir", default="/etc/appinfra-webhook", metavar="DIR",
         help="directory holding the webhook's tls.crt and tls.key",
     )  # fmt: skip
     run.set_defaults(func=_cmd_run)

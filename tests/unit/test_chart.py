@@ -8,6 +8,8 @@ with that instruction rather than skipping, so a missing helm cannot look green.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import subprocess
@@ -19,6 +21,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from appinfra.api.operatorconfig import OperatorConfig, load_config
 from appinfra.cli import build_parser
@@ -107,12 +111,17 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "networkPolicy": {"enabled": True, "apiServer": {"cidrs": ["10.0.0.1/32"]}},
         **NAMESPACED_VALUES,
     },
+    "cert-manager": {"webhook": {"certManager": {"enabled": True}}},
     "example-config": yaml.safe_load(
         (REPO / "examples" / "operator-config" / "config.yaml").read_text()
     ),
 }
 # Kinds that are not built into Kubernetes, so no 1.37 schema exists for them.
-NOT_BUILT_IN = {"ServiceMonitor": "monitoring.coreos.com/v1 is the Prometheus Operator's CRD"}
+NOT_BUILT_IN = {
+    "ServiceMonitor": "monitoring.coreos.com/v1 is the Prometheus Operator's CRD",
+    "Certificate": "cert-manager.io/v1 is cert-manager's CRD",
+    "Issuer": "cert-manager.io/v1 is cert-manager's CRD",
+}
 
 
 def helm_env(home: Path) -> dict[str, str]:
@@ -394,12 +403,13 @@ def test_deployment_runs_the_operator_as_documented(helm_home: Path) -> None:
         "run", "--config=/etc/appinfra/config.yaml", "--metrics-port=8081",
         "--health-port=8080", "--log-format=json", "--leader-elect",
         f"--lease-name={RELEASE}", "--all-namespaces",
+        "--webhook-port=9443", "--webhook-cert-dir=/etc/appinfra-webhook",
     ]  # fmt: skip
     env = {e["name"]: e for e in op["env"]}
     assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     ports = {p["name"]: p["containerPort"] for p in op["ports"]}
-    assert ports == {"health": 8080, "metrics": 8081}
+    assert ports == {"health": 8080, "metrics": 8081, "webhook": 9443}
     for probe in ("livenessProbe", "readinessProbe"):
         assert op[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     mounts = {m["mountPath"]: m["name"] for m in op["volumeMounts"]}
@@ -434,7 +444,7 @@ def test_deployment_args_parse_with_the_real_command_line(helm_home: Path, scena
 
 def test_metrics_service_selects_the_operator_pods(helm_home: Path) -> None:
     docs = render(helm_home, {})
-    service = only(docs, "Service")
+    service = only(docs, "Service", f"{RELEASE}-metrics")
     pod_labels = only(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
     assert service["spec"]["ports"] == [
@@ -548,7 +558,7 @@ def test_helm_test_pod_asks_the_service_for_health_and_metrics(helm_home: Path) 
     assert check["image"] == container(docs)["image"] == "registry.example/appinfra:9"
     assert check["command"][0] == "python"
     compile(check["args"][0], "helm-test", "exec")  # the script is valid Python
-    service = only(docs, "Service")
+    service = only(docs, "Service", f"{RELEASE}-metrics")
     ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
     host = f"{service['metadata']['name']}.{NAMESPACE}.svc"
     env = {e["name"]: e["value"] for e in check["env"]}
@@ -578,9 +588,13 @@ def test_network_policy_allows_exactly_the_operators_traffic(helm_home: Path) ->
     pod_labels = only(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
     assert policy["policyTypes"] == ["Ingress", "Egress"]
-    (ingress,) = policy["ingress"]
+    ingress, webhook = policy["ingress"]
     assert _egress_ports(ingress) == {("TCP", "health"), ("TCP", "metrics")}
     assert "from" not in ingress  # no ingressFrom: any source, on these two ports only
+    # The API server calls the webhook; a NetworkPolicy cannot name it, so from anywhere.
+    assert webhook == {"ports": [{"port": "webhook", "protocol": "TCP"}]}
+    off = {**SCENARIOS["network-policy"], "webhook": {"enabled": False}}
+    assert len(only(render(helm_home, off), "NetworkPolicy")["spec"]["ingress"]) == 1
     api, dns, stores = policy["egress"]
     assert api["to"] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
     assert _egress_ports(api) == {("TCP", 443), ("TCP", 6443)}
@@ -773,3 +787,95 @@ def test_app_version_is_the_package_version() -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     project = (REPO / "pyproject.toml").read_text()
     assert f'version = "{chart["appVersion"]}"' in project
+
+
+# --- the admission webhook ------------------------------------------------------------------
+
+WEBHOOK = f"{RELEASE}-webhook"
+WEBHOOK_TLS = f"{RELEASE}-webhook-tls"
+
+
+def _webhook(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (hook,) = only(docs, "ValidatingWebhookConfiguration")["webhooks"]
+    result: dict[str, Any] = hook
+    return result
+
+
+def _pem(text_b64: str) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(base64.b64decode(text_b64))
+
+
+def test_webhook_is_served_over_a_helm_generated_certificate(helm_home: Path) -> None:
+    docs = render(helm_home, {})
+    hook = _webhook(docs)
+    # A down operator blocks nobody; kube-system and the operator's namespace are never judged.
+    assert hook["failurePolicy"] == "Ignore" and hook["sideEffects"] == "None"
+    assert hook["namespaceSelector"]["matchExpressions"] == [{
+        "key": "kubernetes.io/metadata.name", "operator": "NotIn",
+        "values": ["kube-system", NAMESPACE]}]  # fmt: skip
+    assert hook["clientConfig"]["service"] == {
+        "name": WEBHOOK, "namespace": NAMESPACE, "path": "/validate", "port": 443}  # fmt: skip
+    (rule,) = hook["rules"]
+    assert rule["resources"] == ["secretbindings", "serviceprofiles"]
+    assert rule["operations"] == ["CREATE", "UPDATE"]
+    service = only(docs, "Service", WEBHOOK)
+    assert service["spec"]["ports"][0]["targetPort"] == "webhook"
+    # The Secret's certificate is signed by the CA the API server is given, for the Service.
+    secret = only(docs, "Secret", WEBHOOK_TLS)
+    ca, cert = _pem(hook["clientConfig"]["caBundle"]), _pem(secret["data"]["tls.crt"])
+    cert.verify_directly_issued_by(ca)
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert f"{WEBHOOK}.{NAMESPACE}.svc" in names.get_values_for_type(x509.DNSName)
+    assert base64.b64decode(secret["data"]["ca.crt"]) == ca.public_bytes(Encoding.PEM)
+    # The operator serves it from the mounted Secret, and restarts when it changes.
+    deployment = only(docs, "Deployment")
+    pod = deployment["spec"]["template"]
+    checksum = hashlib.sha256(base64.b64decode(secret["data"]["tls.crt"])).hexdigest()
+    assert pod["metadata"]["annotations"]["checksum/webhook-cert"] == checksum
+    args = container(docs)["args"]
+    assert "--webhook-port=9443" in args and "--webhook-cert-dir=/etc/appinfra-webhook" in args
+    assert {"name": "webhook", "containerPort": 9443, "protocol": "TCP"} in container(docs)["ports"]
+    mount = {"name": "webhook-tls", "mountPath": "/etc/appinfra-webhook", "readOnly": True}
+    assert mount in container(docs)["volumeMounts"]
+    assert {"name": "webhook-tls", "secret": {"secretName": WEBHOOK_TLS}} in pod["spec"]["volumes"]
+    # Rotated: every render (install, upgrade) makes a new CA and certificate.
+    again = _webhook(list(_render.__wrapped__(helm_home, "{}", False)))
+    assert again["clientConfig"]["caBundle"] != hook["clientConfig"]["caBundle"]
+
+
+def test_webhook_judges_only_the_watched_namespaces(helm_home: Path) -> None:
+    hook = _webhook(render(helm_home, NAMESPACED_VALUES))
+    assert hook["namespaceSelector"]["matchExpressions"] == [{
+        "key": "kubernetes.io/metadata.name", "operator": "In",
+        "values": ["shop", "team-a"]}]  # fmt: skip
+    watching_itself = {**NAMESPACED_VALUES, "watchNamespaces": ["shop", NAMESPACE, "kube-system"]}
+    hook = _webhook(render(helm_home, watching_itself))
+    assert hook["namespaceSelector"]["matchExpressions"][0]["values"] == ["shop"]
+
+
+def test_webhook_certificate_from_cert_manager(helm_home: Path) -> None:
+    docs = render(helm_home, SCENARIOS["cert-manager"])
+    vwc = only(docs, "ValidatingWebhookConfiguration")
+    assert vwc["metadata"]["annotations"] == {
+        "cert-manager.io/inject-ca-from": f"{NAMESPACE}/{WEBHOOK_TLS}"}  # fmt: skip
+    assert "caBundle" not in _webhook(docs)["clientConfig"]
+    assert not [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == WEBHOOK_TLS]
+    certificate = only(docs, "Certificate", WEBHOOK_TLS)
+    assert certificate["spec"]["secretName"] == WEBHOOK_TLS
+    assert certificate["spec"]["issuerRef"] == {"name": f"{WEBHOOK}-selfsigned", "kind": "Issuer"}
+    assert only(docs, "Issuer")["spec"] == {"selfSigned": {}}
+    assert "checksum/webhook-cert" not in only(docs, "Deployment")["spec"]["template"]["metadata"][
+        "annotations"]  # fmt: skip
+    issuer = {"name": "corp-ca", "kind": "ClusterIssuer"}
+    docs = render(helm_home, {"webhook": {"certManager": {"enabled": True, "issuerRef": issuer}}})
+    assert only(docs, "Certificate")["spec"]["issuerRef"] == issuer
+    assert not [d for d in docs if d["kind"] == "Issuer"]
+
+
+def test_webhook_off_leaves_no_trace(helm_home: Path) -> None:
+    docs = render(helm_home, {"webhook": {"enabled": False}})
+    kinds = {d["kind"] for d in docs}
+    assert "ValidatingWebhookConfiguration" not in kinds
+    assert not [d for d in docs if "webhook" in d["metadata"]["name"]]
+    assert not [a for a in container(docs)["args"] if "webhook" in a]
+    assert "webhook-tls" not in json.dumps(only(docs, "Deployment"))

@@ -182,3 +182,22 @@ as a sorted JSON list of strings.
 {{- end -}}
 {{- $ports | uniq | sortAlpha | toJson -}}
 {{- end -}}
+
+{{/*
+The admission webhook's TLS material when Helm generates it: a self-signed CA and a
+serving certificate for the webhook Service, made once per render (helm install/upgrade:
+rotated on every upgrade) and kept on the root context so that the Secret, the
+ValidatingWebhookConfiguration's caBundle and the pod's checksum (which restarts the
+pods onto the new certificate) all see the same one, whichever file renders first.
+*/}}
+{{- define "appinfra.webhookCerts" -}}
+{{- if not (hasKey $ "appinfraWebhookCerts") -}}
+{{- $service := printf "%s-webhook" (include "appinfra.fullname" .) -}}
+{{- $dns := list $service (printf "%s.%s" $service .Release.Namespace) (printf "%s.%s.svc" $service .Release.Namespace) -}}
+{{- $days := int .Values.webhook.certValidityDays -}}
+{{- $ca := genCA (printf "%s-webhook-ca" (include "appinfra.fullname" .)) $days -}}
+{{- $cert := genSignedCert (printf "%s.%s.svc" $service .Release.Namespace) nil $dns $days $ca -}}
+{{- $_ := set $ "appinfraWebhookCerts" (dict "ca" $ca.Cert "crt" $cert.Cert "key" $cert.Key) -}}
+{{- end -}}
+{{- toJson (get $ "appinfraWebhookCerts") -}}
+{{- end -}}
