@@ -138,7 +138,7 @@ def check_serviceprofile(rt: Runtime, body: Obj) -> Verdict:
         children.append((PDB, owner.name))
     for res, name in children:
         taken = _taken(rt, res, owner, name)
-        if False:
+        if taken:
             verdict.denied = taken
             return verdict
     return verdict
