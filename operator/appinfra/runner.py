@@ -36,6 +36,17 @@ def run_operator(
     from appinfra.manager import Manager, Options  # imports every kind's controller
     from appinfra.webhook import WebhookOptions
 
+    if webhook_port:
+        missing = [
+            f
+            for f in ("tls.crt", "tls.key")
+            if not os.path.isfile(os.path.join(webhook_cert_dir, f))
+        ]
+        if missing:
+            log.error("--webhook-port %d needs %s in --webhook-cert-dir %s; mount the webhook's "
+                      "TLS Secret there, or leave out --webhook-port", webhook_port,
+                      " and ".join(missing), webhook_cert_dir)  # fmt: skip
+            return 2
     clusterwide = all_namespaces or not namespaces
     lease = None
     if leader_elect:
