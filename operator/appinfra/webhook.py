@@ -22,8 +22,7 @@ from typing import Any
 import kopf
 
 from appinfra.controller import Runtime
-from appinfra.kube.resources import SECRETBINDING, SERVICEPROFILE
-from appinfra.webhook_checks import CHECKS, Verdict
+from appinfra.webhook_checks import CHECKS, RESOURCES, Verdict
 
 log = logging.getLogger("appinfra.webhook")
 
@@ -67,7 +66,9 @@ def register(registry: kopf.OperatorRegistry, runtime: Callable[[], Runtime | No
             # Only a spec change is judged: the operator's own writes (finalizers,
             # annotations) and a resource's way out must pass whatever it holds.
             return
-        check = CHECKS[obj["kind"]]
+        check = CHECKS.get(obj["kind"])
+        if check is None:
+            return
         loop = asyncio.get_running_loop()
         try:
             verdict: Verdict = await asyncio.wait_for(
@@ -85,6 +86,6 @@ def register(registry: kopf.OperatorRegistry, runtime: Callable[[], Runtime | No
                      verdict.denied)  # fmt: skip
             raise kopf.AdmissionError(verdict.denied, code=400)
 
-    for res in (SECRETBINDING, SERVICEPROFILE):
+    for res in RESOURCES:
         kopf.on.validate(res.group, res.version, res.plural, id=WEBHOOK_ID,
                          operations=["CREATE", "UPDATE"], registry=registry)(validate)  # fmt: skip

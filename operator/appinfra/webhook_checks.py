@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import jinja2
 
-from appinfra.api.kinds import SECRET_BINDING, SERVICE_PROFILE
+from appinfra.api.kinds import HEALTH_POLICY, RATE_LIMIT_POLICY, SECRET_BINDING, SERVICE_PROFILE
 from appinfra.api.names import Obj
 from appinfra.api.validation import parse_spec
 from appinfra.controller import Runtime
@@ -26,9 +26,11 @@ from appinfra.handlers.secretbinding.secret import write_rule
 from appinfra.kube.ownership import controlled_by
 from appinfra.kube.resources import (
     CONFIGMAP,
+    HEALTHPOLICY,
     HPA,
     NETWORKPOLICY,
     PDB,
+    RATELIMITPOLICY,
     SECRET,
     SECRETBINDING,
     SERVICEPROFILE,
@@ -40,7 +42,8 @@ from appinfra.render.secretbinding import fetches, target_name
 from appinfra.render.serviceprofile import config_map_name
 from appinfra.render.templates import _ENV, _describe, _template_line
 
-# A resource being created has no creationTimestamp yet; it is the newest of all.
+# The API server stamps creationTimestamp (and uid) before validating admission; should a
+# request come without, the resource is the newest of all.
 _NEWEST = "9999-12-31T23:59:59Z"
 
 
@@ -80,7 +83,7 @@ def _taken(rt: Runtime, res: Resource, owner: Owner, name: str) -> str | None:
     """Taken's message if an object of `res` called `name` exists and is not this
     resource's child. Read from the API server: the cache holds only our children."""
     live = rt.kube.get(res, owner.namespace, name)
-    if live is None or controlled_by(live, owner.uid):  # a new resource (no uid): not ours
+    if live is None or controlled_by(live, owner.uid):
         return None
     return str(Taken(res.kind, name, owner))
 
@@ -90,7 +93,10 @@ def check_secretbinding(rt: Runtime, body: Obj) -> Verdict:
     if spec is None:
         return Verdict()  # the schema's business; status reports the rest
     namespace = body["metadata"]["namespace"]
-    verdict = Verdict(warnings=_rival(rt, SECRETBINDING, body, " (one binding can hold many keys)"))
+    # A binding with no consumer Deployment has no target, hence no rivals (as in admit).
+    hint = " (one binding can hold many keys)"
+    rivals = [] if spec.target_ref is None else _rival(rt, SECRETBINDING, body, hint)
+    verdict = Verdict(warnings=rivals)
     names = rt.providers.store_names()
     if spec.store not in names:
         verdict.denied = messages.store_not_configured(spec.store, names)
@@ -110,7 +116,7 @@ def check_secretbinding(rt: Runtime, body: Obj) -> Verdict:
     secret_name = target_name(spec, owner.name)
     mine, hint = write_rule(spec, owner, secret_name)
     live = rt.kube.get(SECRET, namespace, secret_name)
-    if live is not None and not mine(live):  # a new binding (no uid) owns nothing yet
+    if live is not None and not mine(live):
         verdict.denied = str(Taken("Secret", secret_name, owner, hint))
     return verdict
 
@@ -144,4 +150,20 @@ def check_serviceprofile(rt: Runtime, body: Obj) -> Verdict:
     return verdict
 
 
-CHECKS = {SECRETBINDING.kind: check_secretbinding, SERVICEPROFILE.kind: check_serviceprofile}
+def check_healthpolicy(rt: Runtime, body: Obj) -> Verdict:
+    spec, _ = parse_spec(HEALTH_POLICY, body)
+    return Verdict() if spec is None else Verdict(warnings=_rival(rt, HEALTHPOLICY, body))
+
+
+def check_ratelimitpolicy(rt: Runtime, body: Obj) -> Verdict:
+    spec, _ = parse_spec(RATE_LIMIT_POLICY, body)
+    return Verdict() if spec is None else Verdict(warnings=_rival(rt, RATELIMITPOLICY, body))
+
+
+CHECKS = {
+    SECRETBINDING.kind: check_secretbinding,
+    SERVICEPROFILE.kind: check_serviceprofile,
+    HEALTHPOLICY.kind: check_healthpolicy,
+    RATELIMITPOLICY.kind: check_ratelimitpolicy,
+}
+RESOURCES = (SECRETBINDING, SERVICEPROFILE, HEALTHPOLICY, RATELIMITPOLICY)

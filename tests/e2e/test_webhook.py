@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.e2e.conftest import Operator, Stores
+from tests.e2e.test_healthpolicy import PROBES, policy
 from tests.e2e.test_secretbinding import binding, put
 from tests.e2e.test_serviceprofile import profile
 from tests.support.kube import Cluster
@@ -86,7 +87,8 @@ def webhook_configuration(name: str, namespace: str, port: int, ca: bytes) -> di
                              "caBundle": base64.b64encode(ca).decode()},
             "rules": [{"apiGroups": ["appinfra.dev"], "apiVersions": ["v1alpha1"],
                        "operations": ["CREATE", "UPDATE"],
-                       "resources": ["secretbindings", "serviceprofiles"]}],
+                       "resources": ["secretbindings", "serviceprofiles",
+                                     "healthpolicies", "ratelimitpolicies"]}],
             "failurePolicy": "Ignore",
             "sideEffects": "None",
             "admissionReviewVersions": ["v1"],
@@ -199,6 +201,13 @@ def test_webhook_denies_with_the_status_message_and_never_blocks_when_down(
         )
         assert warning in proc.stderr, proc.stderr
         assert status_message(cluster, SP, ns, "second", "Accepted", "Conflicted") in warning
+        # The same for every kind with a target (here a HealthPolicy).
+        apply(cluster, policy(ns, "probes", "web-c", **PROBES))
+        wait_condition(cluster, "healthpolicy", ns, "probes", "Accepted", "True")
+        # (a name after "probes": created in the same second, the smaller name wins)
+        proc = apply_result(cluster, policy(ns, "probes-2", "web-c", **PROBES))
+        assert proc.returncode == 0, proc.stderr
+        assert "Warning: HealthPolicy probes already targets Deployment web-c" in proc.stderr
     finally:
         op.stop()
 

@@ -816,7 +816,8 @@ def test_webhook_is_served_over_a_helm_generated_certificate(helm_home: Path) ->
     assert hook["clientConfig"]["service"] == {
         "name": WEBHOOK, "namespace": NAMESPACE, "path": "/validate", "port": 443}  # fmt: skip
     (rule,) = hook["rules"]
-    assert rule["resources"] == ["secretbindings", "serviceprofiles"]
+    assert rule["resources"] == [
+        "secretbindings", "serviceprofiles", "healthpolicies", "ratelimitpolicies"]  # fmt: skip
     assert rule["operations"] == ["CREATE", "UPDATE"]
     service = only(docs, "Service", WEBHOOK)
     assert service["spec"]["ports"][0]["targetPort"] == "webhook"
