@@ -15,8 +15,6 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-import jinja2
-
 from appinfra.api.kinds import HEALTH_POLICY, RATE_LIMIT_POLICY, SECRET_BINDING, SERVICE_PROFILE
 from appinfra.api.names import Obj
 from appinfra.api.validation import parse_spec
@@ -40,7 +38,7 @@ from appinfra.render import messages
 from appinfra.render.common import Owner
 from appinfra.render.secretbinding import fetches, target_name
 from appinfra.render.serviceprofile import config_map_name
-from appinfra.render.templates import _ENV, _describe, _template_line
+from appinfra.render.templates import compile_problem
 
 # The API server stamps creationTimestamp (and uid) before validating admission; should a
 # request come without, the resource is the newest of all.
@@ -51,19 +49,6 @@ _NEWEST = "9999-12-31T23:59:59Z"
 class Verdict:
     denied: str | None = None  # the status message of the first certain failure
     warnings: list[str] = field(default_factory=list)
-
-
-def template_problem(name: str, source: str) -> str | None:
-    """The TemplateError message rendering would report for a template that does not
-    compile (a syntax error, or nesting past Python's limits), else None. Compiling
-    runs no template code; errors that depend on values are left to the render."""
-    try:
-        _ENV.from_string(source)
-    except (jinja2.TemplateSyntaxError, SyntaxError, RecursionError, MemoryError) as exc:
-        line = _template_line(exc)
-        where = f"{name}, line {line}" if line else name
-        return f"{where}: {_describe(exc, source, None, None)}"
-    return None
 
 
 def _as_created(body: Obj) -> Obj:
@@ -108,7 +93,7 @@ def check_secretbinding(rt: Runtime, body: Obj) -> Verdict:
             return verdict
     template = spec.target.template
     for key, source in (template.data if template is not None else {}).items():
-        problem = template_problem(f"spec.target.template.data.{key}", source)
+        problem = compile_problem(f"spec.target.template.data.{key}", source, tenant=namespace)
         if problem:
             verdict.denied = problem
             return verdict
@@ -131,7 +116,7 @@ def check_serviceprofile(rt: Runtime, body: Obj) -> Verdict:
     if spec.config is not None:
         for name, source in spec.config.files.items():
             # status says f"spec.{TemplateError}" for a profile's templates
-            problem = template_problem(f"config.files.{name}", source)
+            problem = compile_problem(f"config.files.{name}", source, tenant=owner.namespace)
             if problem:
                 verdict.denied = f"spec.{problem}"
                 return verdict

@@ -13,9 +13,9 @@ import kopf
 import pytest
 
 from appinfra import webhook
-from appinfra.render.templates import TemplateError, render_here
+from appinfra.render.templates import TemplateError, compile_problem, render_here
 from appinfra.runner import run_operator
-from appinfra.webhook_checks import Verdict, template_problem
+from appinfra.webhook_checks import Verdict
 
 BROKEN = ["{{ password", "a\n{% if x %}no end", "{% for %}", "{{ x | }}"]
 
@@ -24,12 +24,12 @@ BROKEN = ["{{ password", "a\n{% if x %}no end", "{% for %}", "{{ x | }}"]
 def test_a_template_that_does_not_compile_gets_the_renders_message(source: str) -> None:
     with pytest.raises(TemplateError) as raised:
         render_here("spec.target.template.data.url", source, {})
-    assert template_problem("spec.target.template.data.url", source) == str(raised.value)
+    assert compile_problem("spec.target.template.data.url", source) == str(raised.value)
 
 
 def test_a_template_that_compiles_is_not_judged_on_values() -> None:
     # Undefined names, a failing filter: only the render, with the real values, can tell.
-    assert template_problem("f", "{{ missing.attr | int }} {{ 1 / 0 }}") is None
+    assert compile_problem("f", "{{ missing.attr | int }} {{ 1 / 0 }}") is None
 
 
 def _handler(rt: Any) -> Any:
@@ -99,3 +99,19 @@ def test_run_with_a_webhook_port_and_no_certificate_says_what_to_mount(
                             webhook_port=9443, webhook_cert_dir=str(tmp_path))  # fmt: skip
     assert code == 2
     assert f"needs tls.key in --webhook-cert-dir {tmp_path}" in caplog.text
+
+
+def test_the_compile_check_parses_user_templates_only_in_a_sandbox_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The tenant rule: a user's template is parsed only where its CPU, memory and time are
+    # bounded. Parsing in the operator's own process (here, the test's) is made to fail.
+    from appinfra.render import templates
+
+    def refuse(*_: Any, **__: Any) -> Any:
+        raise AssertionError("a user template was parsed in the operator's process")
+
+    for method in ("from_string", "parse", "compile"):
+        monkeypatch.setattr(templates._ENV, method, refuse)
+    assert compile_problem("spec.target.template.data.url", "{{ password") is not None
+    assert compile_problem("spec.target.template.data.url", "{{ password }}") is None

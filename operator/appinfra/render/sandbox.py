@@ -164,9 +164,14 @@ class WorkerPool:
         self._tickets = itertools.count()
         self._grants = itertools.count()
 
-    def render(self, name: str, source: str, context: Mapping[str, Any], tenant: str = "") -> str:
+    def render(
+        self, name: str, source: str, context: Mapping[str, Any] | None, tenant: str = ""
+    ) -> str:
+        """Render in a worker (`context` None: compile only)."""
         try:
-            request = pickle.dumps((name, source, dict(context)), pickle.HIGHEST_PROTOCOL)
+            request = pickle.dumps(
+                (name, source, None if context is None else dict(context)), pickle.HIGHEST_PROTOCOL
+            )
         except Exception as exc:  # a caller's bug, but still no traceback with values
             raise SandboxError(
                 f"{name}: the context cannot be sent ({type(exc).__name__})"
@@ -329,6 +334,11 @@ def render(name: str, source: str, context: Mapping[str, Any], tenant: str = "")
     """Render in a worker, taking turns by tenant (see WorkerPool); raises SandboxError
     with a value-free message."""
     return _POOL.render(name, source, context, tenant)
+
+
+def compile(name: str, source: str, tenant: str = "") -> None:
+    """Compile in a worker without rendering; raises SandboxError like render."""
+    _POOL.render(name, source, None, tenant)
 
 
 def load() -> dict[str, tuple[int, int]]:

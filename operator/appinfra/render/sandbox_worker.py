@@ -87,7 +87,12 @@ def serve() -> None:
             signal.setitimer(signal.ITIMER_PROF, CPU_SECONDS)
             try:
                 out = render_here(
-                    name, source, context, cpu_seconds=CPU_SECONDS, memory_mib=MEMORY_MIB
+                    name,
+                    source,
+                    context or {},
+                    cpu_seconds=CPU_SECONDS,
+                    memory_mib=MEMORY_MIB,
+                    compile_only=context is None,
                 )
             finally:
                 _armed = False

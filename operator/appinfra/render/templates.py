@@ -436,13 +436,17 @@ def render_here(
     *,
     cpu_seconds: float | None = None,
     memory_mib: int | None = None,
+    compile_only: bool = False,
 ) -> str:
     """Compile (cached) and render in this process, streaming the output and stopping
-    at MAX_OUTPUT. Bounded only by the guards: the sandbox worker calls this with its
-    CPU timer armed and its address space limited (cpu_seconds and memory_mib are only
-    quoted in messages). Every failure is a TemplateError with a value-free message."""
+    at MAX_OUTPUT (`compile_only`: stop after compiling, return ""). Bounded only by
+    the guards: the sandbox worker calls this with its CPU timer armed and its address
+    space limited (cpu_seconds and memory_mib are only quoted in messages). Every
+    failure is a TemplateError with a value-free message."""
     try:
         template = _CACHE.get(source)
+        if compile_only:
+            return ""
         chunks: list[str] = []
         size = 0
         for chunk in template.generate(**context):
@@ -536,6 +540,18 @@ def _source_names(source: str) -> frozenset[str]:
 
 
 # --- the public entry point --------------------------------------------------------------
+
+
+def compile_problem(name: str, source: str, *, tenant: str = "") -> str | None:
+    """The TemplateError message a render would give for a template that does not
+    compile, else None. Compiled in a sandbox worker like any render (a user's template
+    is parsed nowhere else: parsing is bounded by the same CPU, memory and wall-clock
+    budgets); no template code runs, so errors that depend on values are the render's."""
+    try:
+        sandbox.compile(name, source, tenant)
+    except sandbox.SandboxError as exc:
+        return str(exc)
+    return None
 
 
 def render_template(name: str, source: str, context: Mapping[str, Any], *, tenant: str = "") -> str:
