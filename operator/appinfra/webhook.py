@@ -46,9 +46,21 @@ class WebhookOptions:
         )
 
 
+class _DenialIsNoError(logging.Filter):
+    """kopf logs a denial (our AdmissionError) as "Webhook 'validate' failed permanently"
+    at ERROR: every rejected `kubectl apply` of any tenant would add an error line to the
+    operator's log. The denial is logged once, at INFO, by the handler itself."""
+
+    PREFIX = f"Webhook {WEBHOOK_ID!r} failed permanently"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.PREFIX)
+
+
 def register(registry: kopf.OperatorRegistry, runtime: Callable[[], Runtime | None]) -> None:
     """Validation handlers for the kinds with checks CEL cannot do. `runtime`: the
     operator's Runtime once started (None before)."""
+    logging.getLogger("kopf.objects").addFilter(_DenialIsNoError())
     # Its own threads: the loop's default executor is the reconcilers', all of them busy
     # during a cold start, when an apply must not wait for a reconcile.
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="webhook")

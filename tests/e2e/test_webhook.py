@@ -187,6 +187,9 @@ def test_webhook_denies_with_the_status_message_and_never_blocks_when_down(
             denials[name] = proc.stderr.split(DENIED, 1)[1].strip()
             assert cluster.kubectl("get", obj["kind"], name, "-n", ns,
                                    check=False).returncode != 0  # fmt: skip
+        # A denial is the webhook working, not an operator error: no ERROR line for it.
+        logged = op.process.log_path.read_text(errors="replace")
+        assert "failed permanently" not in logged, logged[-2000:]
 
         # A good profile passes; a second one on its Deployment is warned about, not denied.
         good = profile(ns, "first", "web-c", config={"data": {"A": "1"}})
