@@ -66,8 +66,9 @@ def _rival(rt: Runtime, res: Resource, body: Obj, hint: str = "") -> list[str]:
 
 def _taken(rt: Runtime, res: Resource, owner: Owner, name: str) -> str | None:
     """Taken's message if an object of `res` called `name` exists and is not this
-    resource's child. Read from the API server: the cache holds only our children."""
-    live = rt.kube.get(res, owner.namespace, name)
+    resource's child. The cache holds appinfra's children only: a miss is confirmed
+    with a GET (an update of a resource whose children exist costs none)."""
+    live = rt.store.get(res, owner.namespace, name) or rt.kube.get(res, owner.namespace, name)
     if live is None or controlled_by(live, owner.uid):
         return None
     return str(Taken(res.kind, name, owner))
@@ -100,7 +101,9 @@ def check_secretbinding(rt: Runtime, body: Obj) -> Verdict:
     owner = Owner.of(body)
     secret_name = target_name(spec, owner.name)
     mine, hint = write_rule(spec, owner, secret_name)
-    live = rt.kube.get(SECRET, namespace, secret_name)
+    live = rt.store.get(SECRET, namespace, secret_name) or rt.kube.get(
+        SECRET, namespace, secret_name
+    )
     if live is not None and not mine(live):
         verdict.denied = str(Taken("Secret", secret_name, owner, hint))
     return verdict

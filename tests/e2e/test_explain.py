@@ -10,23 +10,20 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 from kubernetes.client import ApiException
 
 from tests.e2e.conftest import Operator, Stores
 from tests.support.kube import Cluster
-from tests.support.objects import apply, condition, deployment, get, wait_condition
+from tests.support.objects import (
+    appinfra_resource,
+    apply,
+    condition,
+    deployment,
+    get,
+    wait_condition,
+)
 from tests.support.servers import VENV_BIN, tool, wait_until
-
-
-def _resource(kind: str, namespace: str, name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "appinfra.dev/v1alpha1",
-        "kind": kind,
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    }
 
 
 def _run(cluster: Cluster, *argv: str, kubectl: bool = False) -> subprocess.CompletedProcess[str]:
@@ -59,11 +56,11 @@ def test_explain_lists_owned_fields_states_children_and_sync(
     apply(cluster, deployment(namespace, "web"))
     apply(
         cluster,
-        _resource("ServiceProfile", namespace, "z-first", targetRef=ref,
+        appinfra_resource("ServiceProfile", namespace, "z-first", targetRef=ref,
                   rollout={"maxSurge": "50%"}, config={"data": {"A": "1"}}),
-        _resource("HealthPolicy", namespace, "probes", targetRef=ref,
+        appinfra_resource("HealthPolicy", namespace, "probes", targetRef=ref,
                   readiness={"httpGet": {"path": "/ready", "port": "http"}}),
-        _resource("SecretBinding", namespace, "db", store="vault-main", targetRef=ref,
+        appinfra_resource("SecretBinding", namespace, "db", store="vault-main", targetRef=ref,
                   data=[{"secretKey": "PW", "remoteRef": {"key": f"{namespace}/db",
                                                          "property": "password"}}]),
     )  # fmt: skip
@@ -71,7 +68,7 @@ def test_explain_lists_owned_fields_states_children_and_sync(
     wait_condition(cluster, "healthpolicy", namespace, "probes", "Ready", "True")
     sb = wait_condition(cluster, "secretbinding", namespace, "db", "Ready", "True")
     time.sleep(1.5)  # creationTimestamp has whole seconds: the rival is strictly younger
-    apply(cluster, _resource("ServiceProfile", namespace, "a-second", targetRef=ref,
+    apply(cluster, appinfra_resource("ServiceProfile", namespace, "a-second", targetRef=ref,
                              disruption={"minAvailable": 1}))  # fmt: skip
     loser = wait_condition(
         cluster, "serviceprofile", namespace, "a-second", "Accepted", "False", "Conflicted"

@@ -21,6 +21,7 @@ from typing import Any
 from tests.e2e.conftest import Operator, Stores
 from tests.support.kube import Cluster
 from tests.support.objects import (
+    appinfra_resource,
     apply,
     deployment,
     get,
@@ -33,15 +34,6 @@ from tests.support.servers import wait_until
 SB = "secretbinding"
 SP = "serviceprofile"
 HASH = "appinfra.dev/secret-hash"
-
-
-def _resource(kind: str, namespace: str, name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "appinfra.dev/v1alpha1",
-        "kind": kind,
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    }
 
 
 def _on(deployment_name: str) -> dict[str, str]:
@@ -80,7 +72,7 @@ def test_secret_hash_is_an_hmac_keyed_by_the_secret_uid_and_stable_across_a_rest
         {"secretKey": "DB_PASSWORD", "remoteRef": {"key": key, "property": "password"}},
         {"secretKey": "DB_USER", "remoteRef": {"key": key, "property": "user"}},
     ]
-    binding = _resource("SecretBinding", namespace, "db", store="vault-main", data=data,
+    binding = appinfra_resource("SecretBinding", namespace, "db", store="vault-main", data=data,
                         targetRef=_on("consumer"))  # fmt: skip
     apply(cluster, binding)
     sb = wait_condition(cluster, SB, namespace, "db", "Ready", "True")
@@ -149,20 +141,21 @@ def test_status_policies_lists_the_policies_on_the_same_deployment_and_follows_t
     cluster: Cluster, operator: Operator, stores: Stores, namespace: str
 ) -> None:
     apply(cluster, deployment(namespace, "svc"), deployment(namespace, "other"))
-    apply(cluster, _resource("ServiceProfile", namespace, "svc", targetRef=_on("svc"),
+    apply(cluster, appinfra_resource("ServiceProfile", namespace, "svc", targetRef=_on("svc"),
                              disruption={"minAvailable": 1}))  # fmt: skip
     wait_condition(cluster, SP, namespace, "svc", "Ready", "True")
     key = f"{namespace}/later"  # not in OpenBao yet: the binding is not Ready
     apply(
         cluster,
-        _resource("HealthPolicy", namespace, "svc-health", targetRef=_on("svc"), **PROBES),
-        _resource("RateLimitPolicy", namespace, "svc-limits", enforcement="ConfigMap",
+        appinfra_resource("HealthPolicy", namespace, "svc-health", targetRef=_on("svc"), **PROBES),
+        appinfra_resource("RateLimitPolicy", namespace, "svc-limits", enforcement="ConfigMap",
                   limits=LIMITS, targetRef={"group": "apps", **_on("svc")}),
-        _resource("SecretBinding", namespace, "svc-secrets", store="vault-main",
+        appinfra_resource("SecretBinding", namespace, "svc-secrets", store="vault-main",
                   data=[{"secretKey": "X", "remoteRef": {"key": key, "property": "x"}}],
                   targetRef=_on("svc")),
         # On another Deployment: not part of this service's view.
-        _resource("HealthPolicy", namespace, "other-health", targetRef=_on("other"), **PROBES),
+        appinfra_resource("HealthPolicy", namespace, "other-health", targetRef=_on("other"),
+                          **PROBES),
     )  # fmt: skip
     wait_condition(cluster, "healthpolicy", namespace, "svc-health", "Ready", "True")
     wait_condition(cluster, "ratelimitpolicy", namespace, "svc-limits", "Ready", "True")
@@ -257,7 +250,7 @@ def test_network_rules_reach_the_networkpolicy_as_given(
     apply(cluster, deployment(namespace, "web"))
     network = {"policyTypes": ["Ingress", "Egress"], "ingress": INGRESS, "egress": EGRESS,
                "allowDNS": True}  # fmt: skip
-    apply(cluster, _resource("ServiceProfile", namespace, "web", targetRef=_on("web"),
+    apply(cluster, appinfra_resource("ServiceProfile", namespace, "web", targetRef=_on("web"),
                              network=network))  # fmt: skip
     wait_condition(cluster, SP, namespace, "web", "Ready", "True", "Reconciled")
     np = wait_exists(cluster, "networkpolicy", namespace, "web")
@@ -271,7 +264,7 @@ def test_network_rules_reach_the_networkpolicy_as_given(
     # Egress only, without DNS: exactly the user's egress rules, and no ingress section
     # (an empty one would deny all ingress, which policyTypes no longer asks for).
     network = {"policyTypes": ["Egress"], "egress": EGRESS, "allowDNS": False}
-    apply(cluster, _resource("ServiceProfile", namespace, "web", targetRef=_on("web"),
+    apply(cluster, appinfra_resource("ServiceProfile", namespace, "web", targetRef=_on("web"),
                              network=network))  # fmt: skip
     wait_condition(cluster, SP, namespace, "web", "Ready", "True", "Reconciled")
     wanted = {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"],

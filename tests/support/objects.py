@@ -36,6 +36,16 @@ def deployment(namespace: str, name: str, containers: tuple[str, ...] = ("app",)
     }
 
 
+def appinfra_resource(kind: str, namespace: str, name: str, **spec: Any) -> Obj:
+    """An appinfra resource manifest of `kind` with `spec`."""
+    return {
+        "apiVersion": "appinfra.dev/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
 def apply(cluster: Cluster, *objs: Obj, check: bool = True) -> str:
     """`kubectl apply` as a user would (client-side apply, manager kubectl-client-side-apply)."""
     doc = {"apiVersion": "v1", "kind": "List", "items": list(objs)}
