@@ -7,7 +7,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv controlplane helm luahealth envoy-ratelimit cluster run test test-unit test-e2e \
+.PHONY: help venv controlplane helm luahealth envoy-ratelimit promtool prometheus-crds cluster run test test-unit test-e2e \
 	test-envoy-ratelimit lint format crds bench kind-up clean rbac-ablation
 
 # `make help` prints the `## ` text on each target's line, in file order.
@@ -39,6 +39,15 @@ luahealth: ## build bin/luahealth, Argo CD's Lua VM for the health-check tests
 envoy-ratelimit: ## build bin/ratelimit, the real envoyproxy/ratelimit (about a minute cold)
 	hack/build-gotool.sh envoyratelimit
 
+# bin/promtool: Prometheus' promtool from its Go module (tests/promtool), for `promtool
+# check rules` / `promtool test rules` on generated and chart alerting rules. A few minutes
+# cold (a large module), then skipped while tests/promtool is unchanged.
+promtool: ## build bin/promtool from the Prometheus Go module (a few minutes cold)
+	hack/build-gotool.sh promtool
+
+prometheus-crds: ## fetch the Prometheus Operator CRDs (Go module) into bin/prometheus-crds
+	hack/prometheus-crds.sh
+
 cluster: controlplane ## run the local control plane in the foreground
 	hack/cluster.sh
 
@@ -59,14 +68,14 @@ format: venv ## ruff fix and format, in place
 	$(VENV)/bin/ruff check --fix operator tests bench
 	$(VENV)/bin/ruff format operator tests bench
 
-test-unit: venv helm luahealth ## unit tests only (no servers)
+test-unit: venv helm luahealth promtool ## unit tests only (no servers)
 	hack/pytest.sh tests/unit $(PYTEST_ARGS)
 
-test-e2e: venv controlplane helm ## e2e tests only
+test-e2e: venv controlplane helm promtool prometheus-crds ## e2e tests only
 	hack/pytest.sh tests/e2e $(PYTEST_ARGS)
 
 # One pytest run for everything, so the summary line counts every test.
-test: lint controlplane helm luahealth ## lint + every test (unit and e2e against real servers)
+test: lint controlplane helm luahealth promtool prometheus-crds ## lint + every test (unit and e2e against real servers)
 	hack/pytest.sh tests $(PYTEST_ARGS)
 
 # The EnvoyRateLimit ConfigMap loaded by the real envoyproxy/ratelimit with a real Redis

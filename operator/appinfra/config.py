@@ -73,6 +73,9 @@ class Tuning:
     shared_read_window: float = 60.0
     sync_backoff_base: float = 2.0  # a failed SecretBinding sync: 2 s, doubling ...
     sync_backoff_cap: float = 300.0  # ... up to 5 minutes
+    # How often an optional API that is not served (the Prometheus Operator's CRDs) is
+    # looked for again: one LIST per type, however many resources wait for it.
+    optional_api_recheck: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Tuning:
@@ -91,4 +94,7 @@ class Tuning:
             ),
             sync_backoff_base=number("APPINFRA_BACKOFF_BASE_SECONDS", defaults.sync_backoff_base),
             sync_backoff_cap=number("APPINFRA_BACKOFF_CAP_SECONDS", defaults.sync_backoff_cap),
+            optional_api_recheck=number(
+                "APPINFRA_OPTIONAL_API_RECHECK_SECONDS", defaults.optional_api_recheck
+            ),
         )

@@ -29,12 +29,16 @@ from appinfra.kube.resources import (
     NETWORKPOLICY,
     OURS,
     PDB,
+    PODMONITOR,
+    PROMETHEUSRULE,
     SECRET,
+    SERVICEMONITOR,
     Resource,
 )
 from appinfra.kube.targets import target_ref
 
-CHILD_KINDS = (CONFIGMAP, SECRET, HPA, NETWORKPOLICY, PDB)
+CHILD_KINDS = (CONFIGMAP, SECRET, HPA, NETWORKPOLICY, PDB, SERVICEMONITOR, PODMONITOR,
+               PROMETHEUSRULE)  # fmt: skip
 """Every kind appinfra creates as a child (see kube/cache.py CHILD_TYPES)."""
 
 
@@ -85,6 +89,8 @@ def explain(kube: Kube, namespace: str, name: str) -> Explanation:
             try:
                 objs = list(_list(kube, res, namespace, MANAGED_SELECTOR))
             except KubeError as exc:
+                if exc.status == 404 and res.optional:
+                    continue  # its CRD is not installed: none exist
                 # Viewers may read the Deployment but not Secrets (the aggregated `view`
                 # role excludes them): say what is missing instead of failing.
                 if exc.status != 403:

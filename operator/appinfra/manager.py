@@ -215,6 +215,8 @@ class Manager:
                     # kept (children of ours only, digests instead of values), applied
                     # in the informer's thread before anything piles up.
                     transform=functools.partial(rt.store.shrink, res),
+                    served=functools.partial(self._served, res, loop) if res.optional else None,
+                    recheck=self.options.tuning.optional_api_recheck,
                 )
                 self.informers.append(informer)
                 informer.start()
@@ -222,6 +224,18 @@ class Manager:
         log.info("cache primed: %d children, %d deployments",
                  sum(rt.store.count(r) for r in self.children),
                  rt.store.count(DEPLOYMENT))  # fmt: skip
+
+    def _served(self, res: Resource, loop: asyncio.AbstractEventLoop, served: bool) -> None:
+        """From an informer's thread: an optional API appeared or went away. Every
+        resource of a kind that owns it is reconciled again, to create what waited for
+        the CRD, or to say in its status that the CRD is gone."""
+        if not self.runtime.apis.set(res, served):
+            return
+        log.info("%s is %s", res.crd_name, "served" if served else "not served (CRD not installed)")
+        for controller in self.controllers.values():
+            if res in controller.owns:
+                for namespace, name in self.runtime.store.keys(controller.resource):
+                    loop.call_soon_threadsafe(self.enqueue, controller.kind, namespace, name)
 
     async def _stop(self, **_: Any) -> None:
         if self.elector is not None:

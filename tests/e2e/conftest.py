@@ -31,6 +31,7 @@ from tests.support.faultproxy import FaultProxy
 from tests.support.kube import Cluster
 from tests.support.moto import Moto, start_moto
 from tests.support.openbao import enable_kubernetes_auth
+from tests.support.prometheus import install_prometheus_crds
 from tests.support.rbac import chart_rules, service_account_kubeconfig
 from tests.support.servers import REPO, ServerProcess, free_port, http_ok, tool
 
@@ -116,11 +117,13 @@ def audit_log(cluster: Cluster, workdir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def crds(cluster: Cluster) -> Cluster:
-    """The generated CRDs installed and Established."""
+    """The generated CRDs installed and Established, and the Prometheus Operator's
+    (ServiceMonitor, PodMonitor, PrometheusRule), which the monitoring sections write."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     cluster.kubectl(
         "wait", "--for=condition=Established", "--timeout=60s", "-f", str(REPO / "crds")
     )
+    install_prometheus_crds(cluster)
     return cluster
 
 
@@ -271,6 +274,8 @@ def operator(crds: Cluster, stores: Stores, workdir: Path) -> Iterator[Operator]
             "KUBECONFIG": str(kubeconfig),
             "APPINFRA_CONFIG_POLL_SECONDS": "1",
             "APPINFRA_BACKOFF_BASE_SECONDS": "1",
+            # A test removes the Prometheus Operator CRDs and installs them again.
+            "APPINFRA_OPTIONAL_API_RECHECK_SECONDS": "2",
         }
     )
     op.start()

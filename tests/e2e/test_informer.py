@@ -3,8 +3,10 @@ relist that reports what vanished while nobody watched."""
 
 from __future__ import annotations
 
+import json
 import queue
 import time
+from collections.abc import Callable
 
 from appinfra.kube.client import Kube
 from appinfra.kube.informer import Event, Informer
@@ -70,3 +72,68 @@ def test_informer_lists_then_streams_every_change(cluster: Cluster, namespace: s
         assert seen.empty(), "the unlabelled ConfigMap must not be delivered"
     finally:
         informer.stop()
+
+
+WIDGETS = "widgets.informer.appinfra.test"
+
+
+def widget_crd() -> dict[str, object]:
+    schema = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": WIDGETS},
+        "spec": {"group": "informer.appinfra.test", "scope": "Namespaced",
+                 "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                 "versions": [{"name": "v1", "served": True, "storage": True,
+                               "schema": {"openAPIV3Schema": schema}}]},
+    }  # fmt: skip
+
+
+def test_an_optional_type_is_waited_for_and_followed_when_its_crd_comes_and_goes(
+    cluster: Cluster, namespace: str
+) -> None:
+    """Another project's CRD (the Prometheus Operator's, in the operator): absent at
+    start, the informer completes an empty list at once (start-up does not wait) and
+    says "not served"; installed later, it says "served" and streams the objects;
+    deleted, "not served" again, and the objects are delivered as gone."""
+    from appinfra.kube.resources import Resource
+
+    def wait_for(check: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + 30
+        while not check():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.1)
+
+    widget = Resource("informer.appinfra.test", "v1", "widgets", "Widget", optional=True)
+    kube = Kube(cluster.api())
+    served: queue.Queue[bool] = queue.Queue()
+    seen: queue.Queue[tuple[str, str, bool]] = queue.Queue()
+    cached: set[tuple[str, str]] = set()
+
+    def deliver(events: list[Event], complete: bool) -> None:
+        for e in events:
+            key = (namespace, e["object"]["metadata"]["name"])
+            (cached.discard if e["type"] == "DELETED" else cached.add)(key)
+            seen.put((e["type"], key[1], complete))
+        if not events:
+            seen.put(("EMPTY", "", complete))
+
+    informer = Informer(kube, widget, deliver, lambda: sorted(cached), namespace=namespace,
+                        served=served.put, recheck=0.5)  # fmt: skip
+    informer.start()
+    try:
+        assert served.get(timeout=30) is False
+        assert seen.get(timeout=30) == ("EMPTY", "", True)  # the list is complete, empty
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(widget_crd()))
+        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{WIDGETS}")
+        item = {"apiVersion": "informer.appinfra.test/v1", "kind": "Widget",
+                "metadata": {"name": "w1", "namespace": namespace}}  # fmt: skip
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(item))
+        assert served.get(timeout=30) is True  # one change: absent -> served
+        wait_for(lambda: (namespace, "w1") in cached, "the Widget listed once served")
+        cluster.kubectl("delete", "crd", WIDGETS, "--wait=true")
+        wait_for(lambda: not cached, "the objects of a deleted CRD delivered as gone")
+        assert served.get(timeout=30) is False
+    finally:
+        informer.stop()
+        cluster.kubectl("delete", "crd", WIDGETS, "--ignore-not-found")

@@ -53,17 +53,14 @@ CHILD_VERBS = "get list watch create patch delete"
 NAMESPACED_RULES = _rules(
     ("appinfra.dev", KINDS, "get list watch patch"),
     ("appinfra.dev", " ".join(f"{k}/status" for k in KINDS.split()), "patch"),
-    # blockOwnerDeletion under OwnerReferencesPermissionEnforcement (HealthPolicy: no children)
-    (
-        "appinfra.dev",
-        "serviceprofiles/finalizers secretbindings/finalizers ratelimitpolicies/finalizers",
-        "update",
-    ),
+    # blockOwnerDeletion under OwnerReferencesPermissionEnforcement
+    ("appinfra.dev", " ".join(f"{k}/finalizers" for k in KINDS.split()), "update"),
     ("apps", "deployments", "get list watch patch"),
     ("", "configmaps secrets", CHILD_VERBS),
     ("autoscaling", "horizontalpodautoscalers", CHILD_VERBS),
     ("networking.k8s.io", "networkpolicies", CHILD_VERBS),
     ("policy", "poddisruptionbudgets", CHILD_VERBS),
+    ("monitoring.coreos.com", "servicemonitors podmonitors prometheusrules", CHILD_VERBS),
     ("networking.k8s.io", "ingresses", "list watch patch"),
     ("", "events", "create patch"),  # patch: a repeated Event is counted in the first
 )
@@ -350,10 +347,8 @@ def test_owner_finalizers_update_is_granted_for_every_kind_with_children(helm_ho
         granted = frozenset().union(
             *(rule_set(r) for r in _roles(render(helm_home, values)) if r["kind"] != "ClusterRole")
         ) | rule_set(operator_cluster_role(render(helm_home, values)))
-        for kind in KINDS.split():
-            # HealthPolicies own no children: no ownerReference to them is ever set.
-            wanted = kind != "healthpolicies"
-            assert (("appinfra.dev", f"{kind}/finalizers", "update") in granted) == wanted, kind
+        for kind in KINDS.split():  # HealthPolicies own their alerts' PrometheusRule
+            assert ("appinfra.dev", f"{kind}/finalizers", "update") in granted, kind
 
 
 @pytest.mark.parametrize("scenario", ["defaults", "watch-namespaces"])

@@ -65,9 +65,9 @@ Each rule names its verbs exactly; no wildcards anywhere.
   verbs: ["patch"]
 # Children carry an ownerReference with blockOwnerDeletion; clusters enforcing
 # OwnerReferencesPermissionEnforcement allow that only with update on the owner's
-# finalizers. HealthPolicies have no children.
+# finalizers (HealthPolicies: their `alerts` PrometheusRule).
 - apiGroups: ["appinfra.dev"]
-  resources: ["serviceprofiles/finalizers", "secretbindings/finalizers", "ratelimitpolicies/finalizers"]
+  resources: ["serviceprofiles/finalizers", "secretbindings/finalizers", "healthpolicies/finalizers", "ratelimitpolicies/finalizers"]
   verbs: ["update"]
 # Target Deployments: watched, and server-side apply of the operator's fields (never
 # create/delete); get: deleting a HealthPolicy that replaced probes (Override) reads the
@@ -88,6 +88,12 @@ Each rule names its verbs exactly; no wildcards anywhere.
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Prometheus Operator children (ServiceProfile monitoring, HealthPolicy alerts). Granted
+# whether or not its CRDs are installed: the operator waits for them and needs nothing
+# more once a platform team installs them.
+- apiGroups: ["monitoring.coreos.com"]
+  resources: ["servicemonitors", "podmonitors", "prometheusrules"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # RateLimitPolicy targets: annotations on Ingresses (read from the watch cache).
 - apiGroups: ["networking.k8s.io"]

@@ -62,7 +62,10 @@ from appinfra.kube.resources import (
     HPA,
     NETWORKPOLICY,
     PDB,
+    PODMONITOR,
+    PROMETHEUSRULE,
     SECRET,
+    SERVICEMONITOR,
     Resource,
 )
 
@@ -74,7 +77,9 @@ OUR_MANAGERS = "appinfra"  # field managers whose managedFields entries are kept
 # doubles such objects; nothing here reads it.
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
-CHILD_TYPES = frozenset({CONFIGMAP, SECRET, HPA, NETWORKPOLICY, PDB})
+CHILD_TYPES = frozenset(
+    {CONFIGMAP, SECRET, HPA, NETWORKPOLICY, PDB, SERVICEMONITOR, PODMONITOR, PROMETHEUSRULE}
+)
 PAYLOAD_TYPES = frozenset({CONFIGMAP, SECRET})
 OWNER_KINDS = frozenset(KINDS)
 # A JSON string literal longer than LONG (escapes counted as one character): objects

@@ -24,6 +24,12 @@ so one that stops being ours leaves the cache. LIST responses are read as they a
 and parsed one item at a time (ListReader), so a page of 250 one-MiB objects never
 sits in memory at once: only one raw object does, and what the transform keeps.
 
+An optional type (another project's CRD, Resource.optional) may not be served: its
+LIST gets 404. The informer then delivers an empty, complete list (so start-up does not
+wait for it, and what the cache held of it is DELETED), reports the type absent through
+`served`, and lists again every `recheck` seconds until the API appears, when it reports
+it served. A watch that gets 404 (the CRD was deleted) lists again, which finds that out.
+
 Events are handed to the event loop in batches (a LIST page, or what one read from
 the stream holds), where the handlers update the cache and enqueue reconciles; the
 thread waits until a batch is handled, so a slow loop slows the reading instead of
@@ -212,6 +218,8 @@ class Informer:
         label_selector: str = "",
         page: int = PAGE,
         transform: Transform | None = None,
+        served: Callable[[bool], None] | None = None,
+        recheck: float = 30.0,
     ) -> None:
         self.kube = kube
         self.res = res
@@ -221,6 +229,9 @@ class Informer:
         self._deliver = deliver
         self._cached_keys = cached_keys
         self._transform = transform
+        self._served = served
+        self._served_last: bool | None = None  # what `served` was last told
+        self._recheck = recheck
         self._stop = threading.Event()
         self._version = ""
         scope = f" in {namespace}" if namespace else ""
@@ -249,12 +260,38 @@ class Informer:
             except Gone:
                 log.info("watch of %s expired (410 Gone): listing again", self.name)
                 self._version = ""
+            except KubeError as exc:
+                if not (self.res.optional and exc.status == 404):
+                    self._retry(backoff, exc)
+                elif self._version:  # the CRD went away while watched: list again
+                    self._version = ""
+                else:
+                    self._absent()
             except Exception as exc:  # any failure: log and retry; an informer never dies
-                delay = backoff.next_delay()
-                level = logging.WARNING if backoff.failures.get(None, 0) > 1 else logging.INFO
-                log.log(level, "watch of %s failed (%s); retrying in %.1fs",
-                        self.name, _describe(exc), delay)  # fmt: skip
-                self._stop.wait(delay)
+                self._retry(backoff, exc)
+
+    def _retry(self, backoff: Backoff, exc: Exception) -> None:
+        delay = backoff.next_delay()
+        level = logging.WARNING if backoff.failures.get(None, 0) > 1 else logging.INFO
+        log.log(level, "watch of %s failed (%s); retrying in %.1fs",
+                self.name, _describe(exc), delay)  # fmt: skip
+        self._stop.wait(delay)
+
+    def _absent(self) -> None:
+        """The optional type is not served: nothing of it exists (what the cache held is
+        gone with its CRD); say so, and look again in `recheck` seconds."""
+        self._report_served(False)  # before the delivery, which may start the first reconciles
+        cached = [key for key in self._cached_keys() if self.namespace in (None, key[0])]
+        self._deliver(vanished(cached, set()), True)
+        log.debug("%s is not served (CRD %s not installed); looking again in %.0fs",
+                  self.name, self.res.crd_name, self._recheck)  # fmt: skip
+        self._stop.wait(self._recheck)
+
+    def _report_served(self, served: bool) -> None:
+        """Tell `served` when the answer changes (the first answer included)."""
+        if self._served is not None and self._served_last is not served:
+            self._served_last = served
+            self._served(served)
 
     def _list(self) -> None:
         """One consistent snapshot, in pages, each delivered (and handled: delivery waits
@@ -276,6 +313,7 @@ class Informer:
             if token:
                 self._deliver(events, False)
                 continue
+            self._report_served(True)  # before the delivery: its reconciles may need the type
             self._deliver(events + vanished(cached, listed), True)
             break
         self._version = version

@@ -18,6 +18,14 @@ class Resource:
     plural: str
     kind: str
     namespaced: bool = True
+    optional: bool = False
+    """Served only when a CRD of someone else's is installed (the Prometheus Operator's):
+    its informer waits for the API instead of failing, and a reconcile that needs it
+    reports the missing CRD (kube/apis.py)."""
+
+    @property
+    def crd_name(self) -> str:
+        return f"{self.plural}.{self.group}"
 
     @property
     def api_version(self) -> str:
@@ -46,6 +54,17 @@ NETWORKPOLICY = Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkP
 INGRESS = Resource("networking.k8s.io", "v1", "ingresses", "Ingress")
 PDB = Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")
 
+# The Prometheus Operator's kinds (monitoring.coreos.com/v1): children of ServiceProfile
+# (monitoring) and HealthPolicy (alerts) when their CRDs are installed.
+MONITORING_GROUP = "monitoring.coreos.com"
+SERVICEMONITOR = Resource(
+    MONITORING_GROUP, "v1", "servicemonitors", "ServiceMonitor", optional=True
+)
+PODMONITOR = Resource(MONITORING_GROUP, "v1", "podmonitors", "PodMonitor", optional=True)
+PROMETHEUSRULE = Resource(
+    MONITORING_GROUP, "v1", "prometheusrules", "PrometheusRule", optional=True
+)
+
 OURS = {kind: Resource(GROUP, VERSION, plural, kind) for kind, plural in PLURALS.items()}
 """The appinfra kinds' own resources, by kind."""
 SERVICEPROFILE = OURS["ServiceProfile"]
@@ -66,6 +85,9 @@ BY_KIND: dict[str, Resource] = {
         NETWORKPOLICY,
         INGRESS,
         PDB,
+        SERVICEMONITOR,
+        PODMONITOR,
+        PROMETHEUSRULE,
         SERVICEPROFILE,
         SECRETBINDING,
         HEALTHPOLICY,

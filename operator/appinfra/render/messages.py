@@ -48,3 +48,17 @@ def store_not_configured(store: str, configured: Iterable[str]) -> str:
         f"spec.store: store {store!r} is not configured (configured stores: "
         f"{', '.join(configured) or 'none'}); ask the cluster admin or fix the name"
     )
+
+
+CRD_NOT_INSTALLED = "CRDNotInstalled"
+"""Accepted=False reason: a section of the spec needs another project's CRD (the
+Prometheus Operator's) that this cluster does not serve."""
+
+
+def crd_not_installed(field: str, kind: str, crd: str) -> str:
+    return (
+        f"{field}: the {kind} API (CRD {crd}, from the Prometheus Operator) is not "
+        f"installed in this cluster; install the Prometheus Operator's CRDs or remove "
+        f"{field}. The rest of the spec is applied, and the {kind} is created as soon "
+        "as the CRD is installed"
+    )
