@@ -40,6 +40,7 @@ from appinfra.kube.informer import Event, Informer
 from appinfra.kube.resources import DEPLOYMENT, OURS, Resource
 from appinfra.kube.workqueue import WorkQueue
 from appinfra.leader import LeaderElector, LeaseConfig
+from appinfra.observability import readiness
 from appinfra.observability.metrics import LEADER, MANAGED_OBJECTS
 from appinfra.providers.registry import Providers
 from appinfra.webhook import WebhookOptions
@@ -111,6 +112,10 @@ class Manager:
         change = record(rt.store, rt.targets, res, event)
         if res in OURS.values():
             MANAGED_OBJECTS.labels(res.kind).set(rt.store.count(res))
+            # Its conditions as a metric, dropped with the resource (a deleted one's
+            # series never piles up).
+            readiness.observe(res.kind, change.namespace, change.name,
+                              None if change.gone else change.obj)  # fmt: skip
         for kind, keys in self.listeners[res]:
             for namespace, name in keys(rt, change):
                 self.enqueue(kind, namespace, name)

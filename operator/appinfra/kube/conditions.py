@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+TYPES = ("Accepted", "Ready", "Synced", "Enforced", "Healthy")
+"""Every condition type the operator writes (Accepted, Ready and the kinds' own). The
+per-resource metric (observability/readiness.py) exports only these, so its label values
+stay bounded whatever else a status holds: a new type must be added here first."""
+
 
 @dataclass(frozen=True)
 class Condition:
@@ -12,6 +17,10 @@ class Condition:
     status: bool
     reason: str
     message: str = ""
+
+    def __post_init__(self) -> None:
+        if self.type not in TYPES:  # a programming error: every test writing it fails
+            raise ValueError(f"condition type {self.type!r} is not in kube.conditions.TYPES")
 
 
 ACCEPTED = Condition("Accepted", True, "Accepted", "the spec is valid and effective")

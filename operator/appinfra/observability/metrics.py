@@ -38,6 +38,12 @@ EVENTS_DROPPED = Counter(
     "Kubernetes Events not posted because too many were already waiting to be posted.",
 )
 LEADER = Gauge("appinfra_leader", "1 on the replica that holds the leader lease, else 0.")
+RESOURCE_CONDITION = Gauge(
+    "appinfra_resource_condition",
+    "1 per condition of each appinfra resource, labelled with its current status "
+    "(Ready without a Ready condition: Unknown); gone with the resource.",
+    ["kind", "namespace", "name", "condition", "status"],
+)
 
 
 PER_BINDING: tuple[Gauge, ...] = (SECRET_LAST_SUCCESS,)
