@@ -109,6 +109,16 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         **NAMESPACED_VALUES,
     },
     "cert-manager": {"webhook": {"certManager": {"enabled": True}}},
+    "monitoring": {
+        "serviceMonitor": {"enabled": True},
+        "prometheusRule": {
+            "enabled": True,
+            "labels": {"release": "prom"},
+            "alertLabels": {"team": "platform"},
+            "notReadyFor": "30m",
+        },
+        "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Platform"}},
+    },
     "example-config": yaml.safe_load(
         (REPO / "examples" / "operator-config" / "config.yaml").read_text()
     ),
@@ -116,6 +126,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 # Kinds that are not built into Kubernetes, so no 1.37 schema exists for them.
 NOT_BUILT_IN = {
     "ServiceMonitor": "monitoring.coreos.com/v1 is the Prometheus Operator's CRD",
+    "PrometheusRule": "monitoring.coreos.com/v1 is the Prometheus Operator's CRD",
     "Certificate": "cert-manager.io/v1 is cert-manager's CRD",
     "Issuer": "cert-manager.io/v1 is cert-manager's CRD",
 }
@@ -640,7 +651,8 @@ def test_network_policy_without_api_server_cidrs_says_what_to_set(helm_home: Pat
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_config_map_is_a_valid_operator_config(helm_home: Path, scenario: str) -> None:
     values = SCENARIOS[scenario]
-    config = load_config(only(render(helm_home, values), "ConfigMap")["data"]["config.yaml"])
+    config_map = only(render(helm_home, values), "ConfigMap", f"{RELEASE}-config")
+    config = load_config(config_map["data"]["config.yaml"])
     expected = {k: values[k] for k in ("secretStores", "rateLimit") if k in values}
     assert config == OperatorConfig.model_validate(expected)
 
@@ -662,6 +674,10 @@ def test_config_map_is_a_valid_operator_config(helm_home: Path, scenario: str) -
         ({"logFormat": "xml"}, "/logFormat"),
         ({"watchNamespaces": ["Shop"]}, "/watchNamespaces/0"),
         ({"rateLimit": {"defaultEnforcement": "Nginx"}}, "/rateLimit/defaultEnforcement"),
+        ({"prometheusRule": {"notReadyFor": "15 minutes"}}, "/prometheusRule/notReadyFor"),
+        ({"prometheusRule": {"selector": '{job="x"}'}}, "/prometheusRule/selector"),
+        ({"prometheusRule": {"alertLabels": {"severity": "info"}}}, "propertyName 'severity'"),
+        ({"grafanaDashboard": {"labelKey": "a key"}}, "/grafanaDashboard/labelKey"),
         ({"secretStores": {"s": {"allowedNamespaces": ["a"]}}}, "/secretStores/s"),
         (
             {"secretStores": {"s": {"vault": {"address": "https://v", "auth": {}}}}},

@@ -207,3 +207,12 @@ pods onto the new certificate) all see the same one, whichever file renders firs
 {{- end -}}
 {{- toJson (get $ "appinfraWebhookCerts") -}}
 {{- end -}}
+
+{{/* Labels of one alert of the PrometheusRule: (list $ "<severity>"). */}}
+{{- define "appinfra.alertLabels" -}}
+{{- $root := index . 0 -}}
+severity: {{ index . 1 }}
+{{- with $root.Values.prometheusRule.alertLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
