@@ -3,6 +3,7 @@ status only, bounded label values, and nothing left once the resource is gone.""
 
 from __future__ import annotations
 
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -66,3 +67,27 @@ def test_the_operator_can_only_write_condition_types_the_metric_knows() -> None:
         Condition(condition_type, True, "Reason")
     with pytest.raises(ValueError, match="TYPES"):
         Condition("Monitored", True, "Reason")
+
+
+def test_a_thousand_resources_of_each_kind_cost_little_memory() -> None:
+    """The operator's memory budget is measured at 1,000 resources of each kind (README
+    Performance): their series must not take a noticeable share of it. A labelled Gauge
+    (an object and a lock per series) took 10 MB here; the collector keeps one tuple each."""
+    types = {"ServiceProfile": (), "SecretBinding": ("Synced",),
+             "HealthPolicy": ("Enforced", "Healthy"), "RateLimitPolicy": ("Enforced",)}  # fmt: skip
+    events = [
+        (kind, f"team-{i % 50}", f"resource-{i}",
+         _body(("Accepted", "True"), ("Ready", "True"), *((t, "True") for t in own)))
+        for kind, own in types.items()
+        for i in range(1000)
+    ]  # fmt: skip
+    tracemalloc.start()
+    try:
+        for kind, namespace, name, body in events:
+            readiness.observe(kind, namespace, name, body)
+        used, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        for kind, namespace, name, _ in events:
+            readiness.observe(kind, namespace, name, None)
+    assert used < 2_000_000, f"{used / 1e6:.1f} MB for 4,000 resources"

@@ -9,9 +9,10 @@ from prometheus_client import Counter, Gauge, Histogram
 # Defined where they are counted, so that kube/ and providers/ import nothing above them;
 # listed here so that this module stays the one catalogue of the operator's metrics.
 from appinfra.kube.client import API_REQUESTS
+from appinfra.observability.readiness import RESOURCE_CONDITION  # a collector: see there
 from appinfra.providers.base import BACKEND_REQUESTS
 
-__all__ = ["API_REQUESTS", "BACKEND_REQUESTS"]
+__all__ = ["API_REQUESTS", "BACKEND_REQUESTS", "RESOURCE_CONDITION"]
 
 RECONCILE_TOTAL = Counter(
     "appinfra_reconcile_total", "Reconciles by kind and result.", ["kind", "result"]
@@ -38,12 +39,6 @@ EVENTS_DROPPED = Counter(
     "Kubernetes Events not posted because too many were already waiting to be posted.",
 )
 LEADER = Gauge("appinfra_leader", "1 on the replica that holds the leader lease, else 0.")
-RESOURCE_CONDITION = Gauge(
-    "appinfra_resource_condition",
-    "1 per condition of each appinfra resource, labelled with its current status "
-    "(Ready without a Ready condition: Unknown); gone with the resource.",
-    ["kind", "namespace", "name", "condition", "status"],
-)
 
 
 PER_BINDING: tuple[Gauge, ...] = (SECRET_LAST_SUCCESS,)
