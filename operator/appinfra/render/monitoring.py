@@ -66,9 +66,9 @@ def _relabelings(items: list[RelabelConfig]) -> list[Obj]:
     return [item.to_api() for item in items]
 
 
-def _endpoint(spec: MonitoringSpec) -> Obj:
-    """What both kinds' endpoints share; the port fields differ."""
-    out: Obj = {"path": spec.path}
+def _endpoint(spec: MonitoringSpec, port: Obj, relabelings: list[Obj]) -> Obj:
+    """One endpoint: `port` (the port fields differ between the kinds), then the rest."""
+    out: Obj = {**port, "path": spec.path}
     for key, value in (
         ("scheme", spec.scheme),
         ("interval", spec.interval),
@@ -76,6 +76,8 @@ def _endpoint(spec: MonitoringSpec) -> Obj:
     ):
         if value is not None:
             out[key] = value
+    if relabelings:
+        out["relabelings"] = relabelings
     if spec.metric_relabelings:
         out["metricRelabelings"] = _relabelings(spec.metric_relabelings)
     return out
@@ -87,7 +89,6 @@ def render_monitor(owner: Owner, spec: MonitoringSpec, deployment: Obj,
 
     Call only when service_problem() is None."""
     kind = monitor_kind(spec, service)
-    endpoint = _endpoint(spec)
     relabelings = _relabelings(spec.relabelings)
     if kind == "ServiceMonitor":
         assert service is not None
@@ -98,7 +99,7 @@ def render_monitor(owner: Owner, spec: MonitoringSpec, deployment: Obj,
         # often shared (a headless twin): the first relabeling keeps only this one.
         keep = {"sourceLabels": ["__meta_kubernetes_service_name"], "regex": name,
                 "action": "keep"}  # fmt: skip
-        endpoint = {"targetPort": spec.port, **endpoint, "relabelings": [keep, *relabelings]}
+        endpoint = _endpoint(spec, {"targetPort": spec.port}, [keep, *relabelings])
         labels = dict((service.get("metadata") or {}).get("labels") or {})
         monitor_spec: Obj = {
             "selector": {"matchLabels": labels} if labels else {},
@@ -106,11 +107,11 @@ def render_monitor(owner: Owner, spec: MonitoringSpec, deployment: Obj,
         }
     else:
         port: Obj = {"portNumber": spec.port} if isinstance(spec.port, int) else {"port": spec.port}
-        endpoint = {**port, **endpoint}
-        if relabelings:
-            endpoint["relabelings"] = relabelings
         selector = deployment.get("spec", {}).get("selector") or {}
-        monitor_spec = {"selector": selector, "podMetricsEndpoints": [endpoint]}
+        monitor_spec = {
+            "selector": selector,
+            "podMetricsEndpoints": [_endpoint(spec, port, relabelings)],
+        }
     obj = child(owner, API_VERSION, kind, owner.name, spec=monitor_spec)
     if spec.labels:
         # Ours last: the schema forbids setting them, and they must win regardless.
