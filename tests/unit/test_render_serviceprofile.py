@@ -223,7 +223,8 @@ def test_auto_takes_the_first_selecting_service_by_name() -> None:
         service("zeta", {"app": "payments"}, svc="zeta"),
         service("other", {"app": "nope"}, svc="other"),
         service("alpha", {"tier": "backend"}, svc="alpha"),
-    ]
+        service("beta", {"app": "payments"}, svc="beta"),
+    ]  # neither the first nor the last selecting one in list order
     out = monitor(services)
     assert out.monitor is not None
     assert out.monitor["spec"]["selector"] == {"matchLabels": {"svc": "alpha"}}
