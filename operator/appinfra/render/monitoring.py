@@ -7,7 +7,7 @@ for the operator and for `appinfra render`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 from appinfra.api.monitoring import MonitoringSpec, RelabelConfig
@@ -37,6 +37,19 @@ def find_service(services: Iterable[Obj], labels: dict[str, str]) -> Obj | None:
     several do: name one in spec.monitoring.service to choose another)."""
     matching = [s for s in services if selects(s, labels)]
     return min(matching, key=lambda s: s["metadata"]["name"]) if matching else None
+
+
+def monitoring_service(
+    spec: MonitoringSpec, deployment: Obj, services: Sequence[Obj]
+) -> Obj | None:
+    """The Service a ServiceMonitor goes through: the one named in `service` (whatever it
+    selects: the user chose it), else the first by name whose selector matches the
+    target's pod template labels; None for a PodMonitor."""
+    if spec.kind == "PodMonitor":
+        return None
+    if spec.service is not None:
+        return next((s for s in services if s["metadata"]["name"] == spec.service), None)
+    return find_service(services, pod_labels(deployment))
 
 
 def wants_service(spec: MonitoringSpec) -> bool:

@@ -22,7 +22,7 @@ from appinfra.api.serviceprofile import (
 )
 from appinfra.render.common import Owner, child, content_hash, target_intent
 from appinfra.render.interpolate import interpolate
-from appinfra.render.monitoring import find_service, pod_labels, render_monitor, service_problem
+from appinfra.render.monitoring import monitoring_service, render_monitor, service_problem
 from appinfra.render.templates import render_template
 
 CONFIG_VOLUME = "appinfra-config"
@@ -208,7 +208,7 @@ def render_serviceprofile(
     if spec.disruption is not None:
         out.children.append(render_disruption(owner, spec.disruption, selector))
     if spec.monitoring is not None:
-        service = monitoring_service(spec, deployment, services)
+        service = monitoring_service(spec.monitoring, deployment, services)
         problem = service_problem(spec.monitoring, service, spec.target_ref.name, owner.namespace)
         if problem is None:
             out.monitor = render_monitor(owner, spec.monitoring, deployment, service)
@@ -217,20 +217,6 @@ def render_serviceprofile(
         owner, deployment, spec.config, config_map, spec.rollout
     )
     return out
-
-
-def monitoring_service(
-    spec: ServiceProfileSpec, deployment: Obj, services: Sequence[Obj]
-) -> Obj | None:
-    """The Service a ServiceMonitor goes through: the one named in spec.monitoring.service
-    (whatever it selects: the user chose it), else the first by name whose selector
-    matches the target's pod template labels; None for a PodMonitor."""
-    monitoring = spec.monitoring
-    if monitoring is None or monitoring.kind == "PodMonitor":
-        return None
-    if monitoring.service is not None:
-        return next((s for s in services if s["metadata"]["name"] == monitoring.service), None)
-    return find_service(services, pod_labels(deployment))
 
 
 def variables_from_names(spec: ServiceProfileSpec) -> list[str]:
