@@ -100,6 +100,102 @@ INVALID_SPECS: list[InvalidSpec] = [
         _sp("bad-sp-deadline", rollout={"minReadySeconds": 60, "progressDeadlineSeconds": 30}),
         "spec.rollout.progressDeadlineSeconds",
     ),
+    # ServiceProfile monitoring
+    InvalidSpec(
+        "sp-monitoring-no-port",
+        _sp("bad-sp-mon-no-port", monitoring={"path": "/metrics"}),
+        "spec.monitoring.port",
+    ),
+    InvalidSpec(
+        "sp-monitoring-port-zero",
+        _sp("bad-sp-mon-port-zero", monitoring={"port": 0}),
+        "spec.monitoring.port",
+    ),
+    InvalidSpec(
+        "sp-monitoring-port-name-uppercase",
+        _sp("bad-sp-mon-port-name", monitoring={"port": "Metrics"}),
+        "spec.monitoring.port",
+    ),
+    InvalidSpec(
+        "sp-monitoring-timeout-above-interval",
+        _sp(
+            "bad-sp-mon-timeout",
+            monitoring={"port": "metrics", "interval": "30s", "scrapeTimeout": "1m"},
+        ),
+        "spec.monitoring.scrapeTimeout",
+    ),
+    InvalidSpec(
+        "sp-monitoring-interval-zero",
+        _sp("bad-sp-mon-interval-zero", monitoring={"port": "metrics", "interval": "0s"}),
+        "spec.monitoring.interval",
+    ),
+    InvalidSpec(
+        "sp-monitoring-interval-days",
+        _sp("bad-sp-mon-interval-days", monitoring={"port": "metrics", "interval": "1d"}),
+        "spec.monitoring.interval",
+    ),
+    InvalidSpec(
+        "sp-monitoring-bad-scheme",
+        _sp("bad-sp-mon-scheme", monitoring={"port": "metrics", "scheme": "ftp"}),
+        "spec.monitoring.scheme",
+    ),
+    InvalidSpec(
+        "sp-monitoring-service-with-podmonitor",
+        _sp(
+            "bad-sp-mon-service", monitoring={"port": 8080, "kind": "PodMonitor", "service": "web"}
+        ),
+        "spec.monitoring.service",
+    ),
+    InvalidSpec(
+        "sp-monitoring-reserved-label",
+        _sp(
+            "bad-sp-mon-label",
+            monitoring={"port": 8080, "labels": {"appinfra.dev/owner-name": "other"}},
+        ),
+        "spec.monitoring.labels",
+    ),
+    InvalidSpec(
+        "sp-monitoring-bad-label-value",
+        _sp("bad-sp-mon-label-value", monitoring={"port": 8080, "labels": {"team": "a b"}}),
+        "spec.monitoring.labels.team",
+    ),
+    InvalidSpec(
+        "sp-monitoring-relabeling-without-target",
+        _sp("bad-sp-mon-relabel", monitoring={"port": 8080, "relabelings": [{"regex": "x"}]}),
+        "spec.monitoring.relabelings[0].targetLabel",
+    ),
+    InvalidSpec(
+        "sp-monitoring-hashmod-without-modulus",
+        _sp(
+            "bad-sp-mon-hashmod",
+            monitoring={
+                "port": 8080,
+                "metricRelabelings": [
+                    {"action": "HashMod", "targetLabel": "shard", "sourceLabels": ["instance"]}
+                ],
+            },
+        ),
+        "spec.monitoring.metricRelabelings[0].modulus",
+    ),
+    InvalidSpec(
+        "sp-monitoring-bad-source-label",
+        _sp(
+            "bad-sp-mon-source",
+            monitoring={
+                "port": 8080,
+                "relabelings": [{"action": "keep", "sourceLabels": ["not-a-label"]}],
+            },
+        ),
+        "spec.monitoring.relabelings[0].sourceLabels[0]",
+    ),
+    InvalidSpec(
+        "sp-monitoring-too-many-relabelings",
+        _sp(
+            "bad-sp-mon-many",
+            monitoring={"port": 8080, "relabelings": [{"action": "keep", "regex": "x"}] * 33},
+        ),
+        "spec.monitoring.relabelings",
+    ),
     InvalidSpec(
         "sp-missing-target-name",
         _obj("ServiceProfile", "bad-sp-target-name", {"targetRef": {"kind": "Deployment"}}),

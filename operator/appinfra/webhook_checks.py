@@ -28,9 +28,11 @@ from appinfra.kube.resources import (
     HPA,
     NETWORKPOLICY,
     PDB,
+    PODMONITOR,
     RATELIMITPOLICY,
     SECRET,
     SECRETBINDING,
+    SERVICEMONITOR,
     SERVICEPROFILE,
     Resource,
 )
@@ -130,6 +132,14 @@ def check_serviceprofile(rt: Runtime, body: Obj) -> Verdict:
         children.append((NETWORKPOLICY, owner.name))
     if spec.disruption is not None:
         children.append((PDB, owner.name))
+    # The monitor's kind is certain only when set (Auto depends on the Services of the
+    # namespace, which admission does not list); while its CRD is absent there is nothing
+    # to hold the name, and status reports the CRD.
+    monitor = {"ServiceMonitor": SERVICEMONITOR, "PodMonitor": PODMONITOR}.get(
+        spec.monitoring.kind if spec.monitoring else ""
+    )
+    if monitor is not None and rt.apis.available(monitor):
+        children.append((monitor, owner.name))
     for res, name in children:
         taken = _taken(rt, res, owner, name)
         if taken:

@@ -266,7 +266,7 @@ def test_render_matches_what_the_operator_writes_for_every_kind(
     sp = "appinfra-serviceprofile"
     assert {(k, m) for k, _, m in seen} >= {
         ("ConfigMap", sp), ("HorizontalPodAutoscaler", sp), ("NetworkPolicy", sp),
-        ("PodDisruptionBudget", sp), ("Deployment", sp),
+        ("PodDisruptionBudget", sp), ("ServiceMonitor", sp), ("Deployment", sp),
         ("Secret", "appinfra-secretbinding/payments-db"),
         ("Secret", "appinfra-secretbinding/hello"), ("Deployment", "appinfra-secretbinding"),
         ("Deployment", "appinfra-healthpolicy"), ("Ingress", "appinfra-ratelimitpolicy"),
@@ -295,6 +295,7 @@ def test_render_states_problems_in_the_operators_words(
     docs = [
         deployment(namespace, "web"),
         deployment(namespace, "other"),  # one ServiceProfile per Deployment (the oldest wins)
+        deployment(namespace, "mon"),
         res("SecretBinding", "unknown-store", store="nope", data=data),
         res("SecretBinding", "outside-prefix", store="vault-main",
             data=[{"secretKey": "K", "remoteRef": {"key": "elsewhere/db"}}]),
@@ -305,6 +306,8 @@ def test_render_states_problems_in_the_operators_words(
         res("ServiceProfile", "web", targetRef=target, config={"data": {"A": "${MISSING}"}}),
         res("ServiceProfile", "no-cm", targetRef={"kind": "Deployment", "name": "other"},
             config={"variablesFrom": [{"configMapRef": {"name": "absent"}}]}),
+        res("ServiceProfile", "mon", targetRef={"kind": "Deployment", "name": "mon"},
+            monitoring={"port": "http", "service": "absent"}),
         res("HealthPolicy", "web", targetRef=target, containers=["nope"],
             readiness={"tcpSocket": {"port": 8080}}),
         res("HealthPolicy", "absent", targetRef={"kind": "Deployment", "name": "absent"},
@@ -323,10 +326,14 @@ def test_render_states_problems_in_the_operators_words(
         ("SecretBinding", "bad-template"): "TemplateError",
         ("ServiceProfile", "web"): "Invalid",
         ("ServiceProfile", "no-cm"): "Invalid",
+        ("ServiceProfile", "mon"): "ServiceNotFound",
         ("HealthPolicy", "web"): "Invalid",
         ("HealthPolicy", "absent"): "TargetNotFound",
         ("RateLimitPolicy", "web"): "Invalid",
     }, stderr
     assert_status_says_what_render_says(cluster, namespace, expected)
-    # Only the binding without its consumer writes anything (its Secret).
-    assert [(d["kind"], d["metadata"]["name"]) for d in rendered] == [("Secret", "no-consumer")]
+    # Only the binding without its consumer writes anything (its Secret), and the profile
+    # whose only problem is its monitor's Service (the rest of it: the Deployment's fields).
+    assert [(d["kind"], d["metadata"]["name"]) for d in rendered] == [
+        ("Secret", "no-consumer"), ("Deployment", "mon")
+    ]  # fmt: skip

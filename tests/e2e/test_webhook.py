@@ -128,8 +128,16 @@ def test_webhook_denies_with_the_status_message_and_never_blocks_when_down(
     cluster, ns = crds, namespace
     port = free_port()
     ca = certificates(workdir / f"webhook-{ns}")
-    for dep in ("web-a", "web-b", "web-c"):
+    for dep in ("web-a", "web-b", "web-c", "web-d"):
         apply(cluster, deployment(ns, dep))
+    users_sm = {
+        "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+        "metadata": {"name": "takes-sm", "namespace": ns},
+        "spec": {"selector": {}, "endpoints": [{"port": "web"}]},
+    }  # fmt: skip
+    web_d = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-d", "namespace": ns},
+             "spec": {"selector": {"app": "web-d"}, "ports": [{"port": 80}]}}  # fmt: skip
+    apply(cluster, users_sm, web_d)
     apply(
         cluster,
         {
@@ -169,6 +177,9 @@ def test_webhook_denies_with_the_status_message_and_never_blocks_when_down(
         "takes-cm": (profile(ns, "takes-cm", "web-b", config={"name": "users-cm",
                                                               "data": {"A": "1"}}),
                      "Accepted", "Conflicted", "ConfigMap users-cm already exists"),
+        "takes-sm": (profile(ns, "takes-sm", "web-d", monitoring={"kind": "ServiceMonitor",
+                                                                   "port": "http"}),
+                     "Accepted", "Conflicted", "ServiceMonitor takes-sm already exists"),
     }  # fmt: skip
     config_name = f"appinfra-{ns}"
     op = webhook_operator(cluster, workdir, ns, port)

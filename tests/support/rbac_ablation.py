@@ -190,6 +190,13 @@ NOT_PROVEN: dict[str, str] = {
         for plural in ("servicemonitors", "podmonitors", "prometheusrules")
         for verb in ("get", "list", "watch", "create", "patch", "delete")
     },
+    **{
+        f"core/services:{verb}": "ServiceProfile monitoring: the Service a ServiceMonitor goes "
+        "through (get: the named one, list: the namespace's); its e2e tests "
+        "(tests/e2e/test_serviceprofile_monitoring.py, chart RBAC) fail without it, not yet an "
+        "ablation scenario (the ablation's control plane has no Prometheus Operator CRDs)"
+        for verb in ("get", "list")
+    },
     "appinfra.dev/healthpolicies/finalizers:update": "blockOwnerDeletion on the alerts' "
     "PrometheusRule: needs the Prometheus Operator CRDs, which the ablation's control plane "
     "has not",

@@ -61,6 +61,7 @@ NAMESPACED_RULES = _rules(
     ("networking.k8s.io", "networkpolicies", CHILD_VERBS),
     ("policy", "poddisruptionbudgets", CHILD_VERBS),
     ("monitoring.coreos.com", "servicemonitors podmonitors prometheusrules", CHILD_VERBS),
+    ("", "services", "get list"),  # ServiceProfile monitoring: the ServiceMonitor's Service
     ("networking.k8s.io", "ingresses", "list watch patch"),
     ("", "events", "create patch"),  # patch: a repeated Event is counted in the first
 )

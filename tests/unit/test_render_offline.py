@@ -94,6 +94,7 @@ def test_examples_render_every_kind_with_the_example_config() -> None:
     rc, docs, err, _ = render(str(EXAMPLES), config=str(EXAMPLE_CONFIG))
     assert kinds(docs) == [
         "ConfigMap", "HorizontalPodAutoscaler", "NetworkPolicy", "PodDisruptionBudget",
+        "ServiceMonitor",  # through the example Service, which selects the pods
         "Deployment",  # ServiceProfile's fields
         "Secret", "Deployment",  # SecretBinding: the Secret, the consumer's hash
         "Deployment",  # HealthPolicy's probes
@@ -167,6 +168,46 @@ def test_serviceprofile_missing_configmap_and_variable_in_the_operators_words(
     rc, docs, err, _ = render(write(sp, deployment()))
     assert rc == 1 and docs == []
     assert "Invalid: spec.config.data: no value and no default for variable(s) NOPE;" in err
+
+
+def _service(name: str, selector: dict[str, str]) -> Obj:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"selector": selector}}  # fmt: skip
+
+
+def test_serviceprofile_monitoring_is_a_servicemonitor_only_with_a_service_among_the_files(
+    write: Any,
+) -> None:
+    sp = resource("ServiceProfile", targetRef={"name": "web"}, monitoring={"port": "http"})
+    rc, docs, err, _ = render(write(sp, deployment()))
+    assert rc == 0, err
+    assert kinds(docs) == ["PodMonitor", "Deployment"]
+    assert (
+        "note: ServiceProfile shop/web: spec.monitoring: a PodMonitor, as no Service among the "
+        "documents selects the pods of Deployment web; in the cluster, a Service that does "
+        "makes it a ServiceMonitor (pass it with -f to see that)"
+    ) in err
+    assert "needs the Prometheus Operator's CRDs" in err
+    rc, docs, err, _ = render(write(sp, deployment(), _service("web", {"app": "web"})))
+    assert rc == 0, err
+    assert kinds(docs) == ["ServiceMonitor", "Deployment"]
+    assert docs[0]["spec"]["endpoints"][0]["relabelings"][0]["regex"] == "web"
+    assert "a PodMonitor, as no Service" not in err
+
+
+def test_serviceprofile_monitoring_named_service_missing_in_the_operators_words(
+    write: Any,
+) -> None:
+    monitoring = {"port": 8080, "service": "metrics"}
+    sp = resource("ServiceProfile", targetRef={"name": "web"}, monitoring=monitoring,
+                  disruption={"minAvailable": 1})  # fmt: skip
+    rc, docs, err, _ = render(write(sp, deployment(), _service("web", {"app": "web"})))
+    assert rc == 1
+    assert kinds(docs) == ["PodDisruptionBudget", "Deployment"]  # the rest is written
+    assert (
+        "ServiceProfile shop/web: ServiceNotFound: spec.monitoring.service: Service metrics not "
+        "found in namespace shop;"
+    ) in err
 
 
 def test_resources_sharing_a_target_are_noted(write: Any) -> None:

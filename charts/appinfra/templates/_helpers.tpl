@@ -95,6 +95,12 @@ Each rule names its verbs exactly; no wildcards anywhere.
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors", "podmonitors", "prometheusrules"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# ServiceProfile monitoring: which Service fronts the target's pods (the ServiceMonitor
+# goes through it). Read only for a profile with monitoring (get: a named one, list: the
+# namespace's), never watched and never written.
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list"]
 # RateLimitPolicy targets: annotations on Ingresses (read from the watch cache).
 - apiGroups: ["networking.k8s.io"]
   resources: ["ingresses"]

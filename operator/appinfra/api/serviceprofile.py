@@ -1,4 +1,5 @@
-"""ServiceProfile: config, autoscaling, network, rollout and disruption for one Deployment."""
+"""ServiceProfile: config, autoscaling, network, rollout, disruption and monitoring for one
+Deployment."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from appinfra.api.formats import (
     OptionalDNSSubdomain,
     VariableName,
 )
+from appinfra.api.monitoring import MonitoringSpec
 
 
 class ConfigMapRef(ApiModel):
@@ -225,6 +227,11 @@ class ServiceProfileSpec(ApiModel):
     )
     disruption: DisruptionSpec | None = Field(
         default=None, description='PodDisruptionBudget "<name>" for the target\'s pods.'
+    )
+    monitoring: MonitoringSpec | None = Field(
+        default=None,
+        description='ServiceMonitor or PodMonitor "<name>" (Prometheus Operator) scraping '
+        "the target's pods; needs the Prometheus Operator's CRDs.",
     )
 
 

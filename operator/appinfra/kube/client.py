@@ -162,6 +162,19 @@ class Kube:
             raise
         return obj
 
+    def list_namespace(self, res: Resource, namespace: str, page: int = 500) -> list[Obj]:
+        """Every object of `res` in `namespace`, read in pages of `page` (for a type no
+        watch covers, read only when needed: the Services a ServiceMonitor may go through)."""
+        items: list[Obj] = []
+        query = {"limit": str(page)}
+        while True:
+            out = self.request("GET", res.path(namespace), query=query, resource=res.plural)
+            items.extend(out.get("items") or [])
+            token = (out.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+            query = {"limit": str(page), "continue": token}
+
     def apply(self, res: Resource, obj: Obj, manager: str, *, subresource: str = "") -> Obj:
         """Server-side apply `obj` as `manager`, taking ownership of conflicting fields.
 

@@ -62,3 +62,24 @@ def crd_not_installed(field: str, kind: str, crd: str) -> str:
         f"{field}. The rest of the spec is applied, and the {kind} is created as soon "
         "as the CRD is installed"
     )
+
+
+SERVICE_NOT_FOUND = "ServiceNotFound"
+"""Accepted=False reason: a ServiceMonitor's Service is not there (the rest is applied)."""
+
+
+def monitoring_service_not_found(service: str, namespace: str) -> str:
+    return (
+        f"spec.monitoring.service: Service {service} not found in namespace {namespace}; "
+        "create it, fix the name, or remove the field. The rest of the spec is applied, "
+        "and the ServiceMonitor is created once the Service exists"
+    )
+
+
+def monitoring_no_service(deployment: str, namespace: str) -> str:
+    return (
+        "spec.monitoring.kind: a ServiceMonitor needs a Service selecting the pods of "
+        f"Deployment {deployment}, and no Service in namespace {namespace} does; create one, "
+        "name one in spec.monitoring.service, or set kind to Auto or PodMonitor. The rest "
+        "of the spec is applied"
+    )

@@ -45,6 +45,16 @@ class Inputs:
                 return {**doc, "metadata": {**meta, "namespace": namespace}}
         return None
 
+    def all_of(self, kind: str, namespace: str) -> list[Obj]:
+        """Every document of `kind` in `namespace` (one without a namespace counts as in
+        it), with the namespace filled in."""
+        out = []
+        for doc in self.documents:
+            meta = doc.get("metadata") or {}
+            if doc.get("kind") == kind and meta.get("namespace", namespace) == namespace:
+                out.append({**doc, "metadata": {**meta, "namespace": namespace}})
+        return out
+
 
 @dataclass
 class Written:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from appinfra.api.kinds import HEALTH_POLICY, RATE_LIMIT_POLICY, SERVICE_PROFILE
 from appinfra.api.names import Obj, field_manager
+from appinfra.api.serviceprofile import ServiceProfileSpec
 from appinfra.api.validation import parse_spec
 from appinfra.render import messages
 from appinfra.render.common import Owner
@@ -57,16 +58,45 @@ def render_serviceprofile_doc(doc: Obj, owner: Owner, inputs: Inputs) -> Outcome
             message = messages.variables_source_missing(index, cm_name, owner.namespace)
             return out.fail("Invalid", message)
         sources.append(dict(cm.get("data") or {}))
+    services = inputs.all_of("Service", owner.namespace)
     try:
-        rendered = render_serviceprofile(owner, spec, deployment, sources)
+        rendered = render_serviceprofile(owner, spec, deployment, sources, services)
     except MissingVariables as exc:
         return out.fail("Invalid", messages.variables_missing(exc.names))
     except TemplateError as exc:
         return out.fail("Invalid", f"spec.{exc}")
     out.written.extend(Written(obj, OWNED) for obj in rendered.children)
+    if spec.monitoring is not None:
+        _monitoring(out, spec, rendered.monitor, rendered.monitor_problem)
     if rendered.deployment is not None:
         out.written.append(_applied(owner, rendered.deployment))
     return out
+
+
+def _monitoring(
+    out: Outcome, spec: ServiceProfileSpec, monitor: Obj | None, problem: str | None
+) -> None:
+    """The monitor, and what offline rendering cannot know: the Services of the cluster
+    (only those among the documents are seen) and whether the Prometheus Operator's CRDs
+    are installed."""
+    target = spec.target_ref.name
+    if problem is not None:
+        out.fail(messages.SERVICE_NOT_FOUND, problem)
+        out.notes.append("spec.monitoring: pass the Service manifest with -f to render against it")
+        return
+    assert monitor is not None
+    out.written.append(Written(monitor, OWNED))
+    if monitor["kind"] == "PodMonitor" and spec.monitoring and spec.monitoring.kind == "Auto":
+        out.notes.append(
+            f"spec.monitoring: a PodMonitor, as no Service among the documents selects the "
+            f"pods of Deployment {target}; in the cluster, a Service that does makes it a "
+            "ServiceMonitor (pass it with -f to see that)"
+        )
+    out.notes.append(
+        f"spec.monitoring: the {monitor['kind']} needs the Prometheus Operator's CRDs in the "
+        "cluster; without them the profile is Accepted=False (CRDNotInstalled) and the rest "
+        "is applied"
+    )
 
 
 def render_healthpolicy_doc(doc: Obj, owner: Owner, inputs: Inputs) -> Outcome:

@@ -1,7 +1,9 @@
-"""ServiceProfile -> ConfigMap, HPA, NetworkPolicy, PDB and the target Deployment's fields.
+"""ServiceProfile -> ConfigMap, HPA, NetworkPolicy, PDB, ServiceMonitor or PodMonitor, and
+the target Deployment's fields.
 
-Pure: the live Deployment and the variablesFrom ConfigMaps' data come in as
-arguments; nothing here reads the cluster, the clock or randomness.
+Pure: the live Deployment, the variablesFrom ConfigMaps' data and the Services that may
+front the pods come in as arguments; nothing here reads the cluster, the clock or
+randomness.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from appinfra.api.serviceprofile import (
 )
 from appinfra.render.common import Owner, child, content_hash, target_intent
 from appinfra.render.interpolate import interpolate
+from appinfra.render.monitoring import monitoring_service, render_monitor, service_problem
 from appinfra.render.templates import render_template
 
 CONFIG_VOLUME = "appinfra-config"
@@ -42,6 +45,9 @@ class Rendered:
     children: list[Obj] = field(default_factory=list)
     deployment: Obj | None = None  # the apply intent for the target's fields
     replica_range: str | None = None
+    # Apart from `children`: its CRD may be missing, and then only it is left out.
+    monitor: Obj | None = None  # the ServiceMonitor or PodMonitor
+    monitor_problem: str | None = None  # why there is none although monitoring is set
 
 
 def config_map_name(owner: Owner, spec: ConfigSpec) -> str:
@@ -183,8 +189,11 @@ def render_serviceprofile(
     spec: ServiceProfileSpec,
     deployment: Obj,
     variable_sources: Sequence[Mapping[str, str]] = (),
+    services: Sequence[Obj] = (),
 ) -> Rendered:
-    """Everything the profile asks for; raises MissingVariables / TemplateError."""
+    """Everything the profile asks for; raises MissingVariables / TemplateError.
+
+    `services`: the Services the monitor may go through (see monitoring_service)."""
     selector: Obj = deployment.get("spec", {}).get("selector") or {}
     out = Rendered()
     config_map = None
@@ -198,6 +207,12 @@ def render_serviceprofile(
         out.children.append(render_network(owner, spec.network, selector))
     if spec.disruption is not None:
         out.children.append(render_disruption(owner, spec.disruption, selector))
+    if spec.monitoring is not None:
+        service = monitoring_service(spec.monitoring, deployment, services)
+        problem = service_problem(spec.monitoring, service, spec.target_ref.name, owner.namespace)
+        if problem is None:
+            out.monitor = render_monitor(owner, spec.monitoring, deployment, service)
+        out.monitor_problem = problem
     out.deployment = render_deployment_fields(
         owner, deployment, spec.config, config_map, spec.rollout
     )
