@@ -128,8 +128,12 @@ def test_webhook_denies_with_the_status_message_and_never_blocks_when_down(
     cluster, ns = crds, namespace
     port = free_port()
     ca = certificates(workdir / f"webhook-{ns}")
-    for dep in ("web-a", "web-b", "web-c"):
+    for dep in ("web-a", "web-b", "web-c", "web-d"):
         apply(cluster, deployment(ns, dep))
+    theirs = {"name": "g", "rules": [{"alert": "Theirs", "expr": "vector(1)"}]}
+    apply(cluster, {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
+                    "metadata": {"name": "takes-rule", "namespace": ns},
+                    "spec": {"groups": [theirs]}})  # fmt: skip
     apply(
         cluster,
         {
@@ -169,6 +173,8 @@ def test_webhook_denies_with_the_status_message_and_never_blocks_when_down(
         "takes-cm": (profile(ns, "takes-cm", "web-b", config={"name": "users-cm",
                                                               "data": {"A": "1"}}),
                      "Accepted", "Conflicted", "ConfigMap users-cm already exists"),
+        "takes-rule": (policy(ns, "takes-rule", "web-d", **PROBES, alerts={}),
+                       "Accepted", "Conflicted", "PrometheusRule takes-rule already exists"),
     }  # fmt: skip
     config_name = f"appinfra-{ns}"
     op = webhook_operator(cluster, workdir, ns, port)

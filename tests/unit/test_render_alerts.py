@@ -15,12 +15,15 @@ from fractions import Fraction
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
+from appinfra import cli
 from appinfra.api.alerts import AlertsSpec
 from appinfra.render.alerts import BURN_ALERTS, burn_rate, render_alerts
 from appinfra.render.common import Owner
 from tests.support.prometheus import check_rules, run_rule_tests
+from tests.support.servers import REPO
 
 OWNER = Owner("HealthPolicy", "payments", "shop", "uid-1")
 SCOPE = 'namespace="shop", job="payments"'
@@ -129,6 +132,19 @@ def test_every_variant_passes_promtool_check_rules() -> None:
     check_rules(all_groups)
 
 
+def test_the_slo_example_validates_and_renders_a_rule_promtool_accepts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    example = str(REPO / "examples" / "slo")
+    assert cli.main(["validate", "-f", example]) == 0
+    assert cli.main(["render", "-f", example]) == 0
+    out = capsys.readouterr()
+    [rendered] = [d for d in yaml.safe_load_all(out.out) if d and d["kind"] == "PrometheusRule"]
+    assert "Prometheus Operator's CRDs" in out.err  # the note on what render cannot know
+    assert {"SLOAvailabilityBurn1h", "SLOLatencyBurn1h", "PodCrashLooping"} <= names(rendered)
+    check_rules(rendered["spec"]["groups"])
+
+
 def test_the_sre_workbook_burn_rates_for_30d_scale_with_the_window() -> None:
     assert [burn_rate(a, "30d") for a in BURN_ALERTS] == [Fraction(72, 5), 6, 3, 1]
     assert [a.severity for a in BURN_ALERTS] == ["critical", "critical", "warning", "warning"]
@@ -229,8 +245,10 @@ def without_annotations(rule_groups: list[dict[str, Any]]) -> list[dict[str, Any
 
 
 def test_a_2_percent_error_rate_pages_fast_for_a_99_9_objective() -> None:
-    """2% errors is a 20x burn of a 0.1% budget: above 14.4x, the 1h/5m page fires."""
-    alerts = [firing(burn("Availability", "1h"), page("Availability"), "10m")]
+    """2% errors is a 20x burn of a 0.1% budget: above 14.4x, the 1h/5m page fires, two
+    minutes after the errors start (the first two samples of the 1m scrapes)."""
+    alerts = [firing(burn("Availability", "1h"), page("Availability"), "2m")]
+    alerts += [firing(burn("Availability", "1h"), page("Availability"), "10m")]
     alerts += [firing(burn("Availability", "6h"), page("Availability"), "10m")]
     alerts += [firing(burn("Availability", w), ticket("Availability"), "10m") for w in ("1d", "3d")]
     promtool_test(without_annotations(groups(**AVAILABILITY)), counters(1000, 20, 20), alerts)
