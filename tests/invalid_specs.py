@@ -262,6 +262,14 @@ INVALID_SPECS: list[InvalidSpec] = [
         "spec.alerts.selector[0].value",
     ),
     InvalidSpec(
+        "hp-alerts-matcher-possessive",
+        _hp(
+            "bad-hp-matcher-possessive",
+            alerts={"selector": [{"label": "job", "op": "=~", "value": "api.*+"}]},
+        ),
+        "spec.alerts.selector[0].value",
+    ),
+    InvalidSpec(
         "hp-alerts-matcher-on-namespace",
         _hp("bad-hp-matcher-ns", alerts={"selector": [{"label": "namespace", "value": "other"}]}),
         "spec.alerts.selector[0].label",

@@ -16,10 +16,12 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from appinfra import cli
-from appinfra.api.alerts import AlertsSpec
+from appinfra.api.alerts import MATCHER_VALUE, AlertsSpec
 from appinfra.render.alerts import BURN_ALERTS, burn_rate, render_alerts
 from appinfra.render.common import Owner
 from tests.support.prometheus import check_rules, run_rule_tests
@@ -170,11 +172,46 @@ def test_selectors_are_scoped_to_the_namespace_and_the_target() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ['x"} or vector(1) or {a="', "a\\b", "{{ $value }}", "(?i)admin", "(unclosed", "a\nb"],
+    [
+        'x"} or vector(1) or {a="',
+        "a\\b",
+        "{{ $value }}",
+        "(?i)admin",
+        "(unclosed",
+        "a\nb",
+        "a*+",
+        "5..?+",
+        "[[:alpha:]]",
+    ],
 )
 def test_matcher_values_that_could_escape_the_expression_are_refused(value: str) -> None:
     with pytest.raises(ValidationError):
         AlertsSpec.model_validate({"selector": [{"label": "job", "op": "=~", "value": value}]})
+
+
+_MATCHER_CHARS = "-Az09_.:/|*+?()[]^$, "
+matcher_values = st.text(alphabet=_MATCHER_CHARS, max_size=24).filter(MATCHER_VALUE.accepts)
+matchers = st.fixed_dictionaries(
+    {"label": st.sampled_from(["job", "service", "code", "le_x", "_a"]),
+     "op": st.sampled_from(["=", "!=", "=~", "!~"]), "value": matcher_values}
+)  # fmt: skip
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(matchers, max_size=3), min_size=20, max_size=20))
+def test_any_matcher_values_the_model_accepts_make_rules_promtool_accepts(
+    selectors: list[list[dict[str, str]]],
+) -> None:
+    """Python's `re` decides what the model accepts, Go's RE2 what Prometheus loads: a
+    value one accepts and the other refuses would make a rule file Prometheus rejects.
+    Twenty random specs per promtool run."""
+    all_groups = []
+    for index, selector in enumerate(selectors):
+        owner = Owner("HealthPolicy", f"p{index}", "shop", "uid")
+        errors = {"metric": "http_requests_total", "matchers": selector}
+        availability = {"objective": "99", "errors": errors}
+        all_groups += rule(owner, selector=selector, availability=availability)["spec"]["groups"]
+    check_rules(all_groups)
 
 
 def test_disabled_alerts_and_their_unused_recordings_are_left_out() -> None:

@@ -10,6 +10,7 @@ annotations exclude `{` and `}`, because Prometheus expands Go templates there.
 from __future__ import annotations
 
 import re
+import warnings
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Literal
 
@@ -37,10 +38,14 @@ LABEL_NAME = Format(
 
 def _compiles(value: str) -> bool:
     try:
-        re.compile(value)
-    except re.error:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # Python's "possible nested set": RE2 differs
+            re.compile(value)
+    except (re.error, FutureWarning):
         return False
-    return "(?" not in value  # no flags, lookarounds or named groups: RE2 lacks some
+    # No "(?" (flags, lookarounds, named groups) and no repetition of a repetition:
+    # Python reads a*+ as possessive, RE2 refuses it ("invalid nested repetition").
+    return "(?" not in value and re.search(r"[*+?][*+]", value) is None
 
 
 # One alphabet for every matcher value, regular expression or not: enough for label
@@ -157,6 +162,13 @@ class Matcher(ApiModel):
     value: MatcherValue = Field(description="The value, or a regular expression for =~ and !~.")
 
     rules = (
+        Rule(
+            cel="!self.value.contains('(?') && !self.value.matches('[*+?][*+]')",
+            message="value may not contain '(?' or a repeated repetition such as '*+' "
+            "(Prometheus' regular expressions have neither)",
+            holds=lambda m: "(?" not in m.value and re.search(r"[*+?][*+]", m.value) is None,
+            field="value",
+        ),
         Rule(
             cel="self.label != 'namespace'",
             message="namespace is always the HealthPolicy's own namespace and cannot be matched on",
