@@ -131,6 +131,9 @@ def test_every_variant_passes_promtool_check_rules() -> None:
     for index, alerts in enumerate(VARIANTS.values()):
         owner = Owner("HealthPolicy", f"hp{index}", "shop", "uid")
         all_groups += rule(owner, **alerts)["spec"]["groups"]
+    # A Deployment name with dots: escaped in the pod name pattern, quoted in PromQL.
+    dotted = Owner("HealthPolicy", "dotted", "shop", "uid")
+    all_groups += rule(dotted, target="pay.ments.v2", **AVAILABILITY)["spec"]["groups"]
     check_rules(all_groups)
 
 
