@@ -8,8 +8,12 @@ tests/unit/test_render_alerts.py; here: the object, its ownership and its lifecy
 
 from __future__ import annotations
 
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from tests.e2e.conftest import Operator
 from tests.support.kube import Cluster
@@ -26,7 +30,7 @@ from tests.support.objects import (
     wait_gone,
 )
 from tests.support.prometheus import install_prometheus_crds, remove_prometheus_crds
-from tests.support.servers import wait_until
+from tests.support.servers import REPO, tool, wait_until
 
 HP = "healthpolicy"
 RULE = "prometheusrule"
@@ -204,3 +208,24 @@ def test_without_the_crds_the_section_waits_and_converges_once_installed(
     assert condition(hp, "Accepted")["status"] == "True"
     rule = wait_exists(cluster, RULE, namespace, "late", timeout=20)
     assert "SLOLatencyBurn1h" in alerts_of(rule)
+
+
+def test_the_slo_example_is_what_render_shows(
+    cluster: Cluster, operator: Operator, namespace: str, tmp_path: Path
+) -> None:
+    """examples/slo in a namespace of its own: the operator's PrometheusRule is the one
+    `appinfra render` prints for the same files (labels and every group and rule)."""
+    docs = [d for path in sorted((REPO / "examples" / "slo").glob("*.yaml"))
+            for d in yaml.safe_load_all(path.read_text()) if d]  # fmt: skip
+    for doc in docs:
+        doc["metadata"]["namespace"] = namespace
+    files = tmp_path / "slo.yaml"
+    files.write_text(yaml.safe_dump_all(docs))
+    cluster.kubectl("apply", "-f", str(files))
+    wait_condition(cluster, HP, namespace, "checkout", "Ready", "True")
+    live = wait_exists(cluster, RULE, namespace, "checkout")
+    out = subprocess.run([tool("appinfra"), "render", "-f", str(files)],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    [shown] = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "PrometheusRule"]
+    assert live["spec"] == shown["spec"]
+    assert shown["metadata"]["labels"].items() <= live["metadata"]["labels"].items()
