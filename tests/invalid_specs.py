@@ -318,6 +318,87 @@ INVALID_SPECS: list[InvalidSpec] = [
         _hp("bad-hp-duplicate-container", containers=["payments", "payments"], liveness=PROBE),
         "spec.containers",
     ),
+    InvalidSpec(
+        "hp-alerts-objective-100",
+        _hp("bad-hp-objective-100", alerts={"availability": {"objective": "100"}}),
+        "spec.alerts.availability.objective",
+    ),
+    InvalidSpec(
+        "hp-alerts-objective-zero",
+        _hp("bad-hp-objective-zero", alerts={"latency": {"objective": "0.0", "threshold": "1s"}}),
+        "spec.alerts.latency.objective",
+    ),
+    InvalidSpec(
+        "hp-alerts-latency-zero",
+        _hp("bad-hp-latency-zero", alerts={"latency": {"objective": "99", "threshold": "0s"}}),
+        "spec.alerts.latency.threshold",
+    ),
+    InvalidSpec(
+        "hp-alerts-window-not-a-duration",
+        _hp("bad-hp-window", alerts={"window": "30 days"}),
+        "spec.alerts.window",
+    ),
+    InvalidSpec(
+        "hp-alerts-errors-and-success",
+        _hp(
+            "bad-hp-errors-and-success",
+            alerts={
+                "availability": {
+                    "objective": "99",
+                    "errors": {"metric": "e_total"},
+                    "success": {"metric": "s_total"},
+                }
+            },
+        ),
+        "spec.alerts.availability.success",
+    ),
+    InvalidSpec(
+        "hp-alerts-matcher-injection",
+        _hp("bad-hp-matcher", alerts={"selector": [{"label": "job", "value": 'x"} or vector(1)'}]}),
+        "spec.alerts.selector[0].value",
+    ),
+    InvalidSpec(
+        "hp-alerts-matcher-possessive",
+        _hp(
+            "bad-hp-matcher-possessive",
+            alerts={"selector": [{"label": "job", "op": "=~", "value": "api.*+"}]},
+        ),
+        "spec.alerts.selector[0].value",
+    ),
+    InvalidSpec(
+        "hp-alerts-matcher-on-namespace",
+        _hp("bad-hp-matcher-ns", alerts={"selector": [{"label": "namespace", "value": "other"}]}),
+        "spec.alerts.selector[0].label",
+    ),
+    InvalidSpec(
+        "hp-alerts-metric-name",
+        _hp(
+            "bad-hp-metric",
+            alerts={"latency": {"objective": "99", "threshold": "1s", "metric": "up{job=~'.+'}"}},
+        ),
+        "spec.alerts.latency.metric",
+    ),
+    InvalidSpec(
+        "hp-alerts-reserved-label",
+        _hp("bad-hp-reserved-label", alerts={"labels": {"severity": "info"}}),
+        "spec.alerts.labels",
+    ),
+    InvalidSpec(
+        "hp-alerts-template-in-label",
+        _hp("bad-hp-template-label", alerts={"labels": {"team": "{{ $labels.pod }}"}}),
+        "spec.alerts.labels.team",
+        "spec.alerts.labels",
+    ),
+    InvalidSpec(
+        "hp-alerts-rule-label-ours",
+        _hp("bad-hp-rule-label", alerts={"ruleLabels": {"appinfra.dev/owner-name": "x"}}),
+        "spec.alerts.ruleLabels",
+    ),
+    InvalidSpec(
+        "hp-alerts-unknown-alert",
+        _hp("bad-hp-unknown-alert", alerts={"disabled": ["Everything"]}),
+        "spec.alerts.disabled[0]",
+    ),
     # RateLimitPolicy
     InvalidSpec(
         "rlp-bad-unit",

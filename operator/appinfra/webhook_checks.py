@@ -1,7 +1,7 @@
-"""What the admission webhook decides about a SecretBinding or ServiceProfile: the
-problems CEL cannot see, each worded exactly as the resource's status would word it
-(the same functions produce both), so that `kubectl apply` fails at once with the
-message the user would otherwise find later in status.
+"""What the admission webhook decides about a SecretBinding, ServiceProfile or
+HealthPolicy: the problems CEL cannot see, each worded exactly as the resource's status
+would word it (the same functions produce both), so that `kubectl apply` fails at once
+with the message the user would otherwise find later in status.
 
 A denial is only for what is certain to fail: an unknown store, a forbidden key, a
 template that does not compile, a child name held by an object appinfra does not own.
@@ -29,6 +29,7 @@ from appinfra.kube.resources import (
     NETWORKPOLICY,
     PDB,
     PODMONITOR,
+    PROMETHEUSRULE,
     RATELIMITPOLICY,
     SECRET,
     SECRETBINDING,
@@ -150,7 +151,15 @@ def check_serviceprofile(rt: Runtime, body: Obj) -> Verdict:
 
 def check_healthpolicy(rt: Runtime, body: Obj) -> Verdict:
     spec, _ = parse_spec(HEALTH_POLICY, body)
-    return Verdict() if spec is None else Verdict(warnings=_rival(rt, HEALTHPOLICY, body))
+    if spec is None:
+        return Verdict()
+    verdict = Verdict(warnings=_rival(rt, HEALTHPOLICY, body))
+    # The PrometheusRule's name held by someone else's object; a missing CRD is left to
+    # status (the probes still apply, and the rule follows once the CRD is installed).
+    if spec.alerts is not None and rt.apis.available(PROMETHEUSRULE):
+        owner = Owner.of(body)
+        verdict.denied = _taken(rt, PROMETHEUSRULE, owner, owner.name)
+    return verdict
 
 
 def check_ratelimitpolicy(rt: Runtime, body: Obj) -> Verdict:

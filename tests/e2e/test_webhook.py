@@ -138,6 +138,10 @@ def test_webhook_denies_with_the_status_message_and_never_blocks_when_down(
     web_d = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-d", "namespace": ns},
              "spec": {"selector": {"app": "web-d"}, "ports": [{"port": 80}]}}  # fmt: skip
     apply(cluster, users_sm, web_d)
+    theirs = {"name": "g", "rules": [{"alert": "Theirs", "expr": "vector(1)"}]}
+    apply(cluster, {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
+                    "metadata": {"name": "takes-rule", "namespace": ns},
+                    "spec": {"groups": [theirs]}})  # fmt: skip
     apply(
         cluster,
         {
@@ -180,6 +184,8 @@ def test_webhook_denies_with_the_status_message_and_never_blocks_when_down(
         "takes-sm": (profile(ns, "takes-sm", "web-d", monitoring={"kind": "ServiceMonitor",
                                                                    "port": "http"}),
                      "Accepted", "Conflicted", "ServiceMonitor takes-sm already exists"),
+        "takes-rule": (policy(ns, "takes-rule", "web-d", **PROBES, alerts={}),
+                       "Accepted", "Conflicted", "PrometheusRule takes-rule already exists"),
     }  # fmt: skip
     config_name = f"appinfra-{ns}"
     op = webhook_operator(cluster, workdir, ns, port)

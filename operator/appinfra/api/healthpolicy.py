@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field
 
+from appinfra.api.alerts import AlertsSpec
 from appinfra.api.base import ApiModel, Rule
 from appinfra.api.common import DeploymentRef, Status
 from appinfra.api.formats import DNSLabel, FreeForm, ListSet
@@ -98,15 +99,20 @@ class HealthPolicySpec(ApiModel):
     graceful_shutdown: GracefulShutdown | None = Field(
         default=None, description="preStop sleep and termination grace period."
     )
+    alerts: AlertsSpec | None = Field(
+        default=None,
+        description='PrometheusRule "<name>" (monitoring.coreos.com/v1): SLO burn-rate and '
+        "workload alerts for the target; needs the Prometheus Operator's CRDs.",
+    )
 
     rules = (
         Rule(
             cel="has(self.liveness) || has(self.readiness) || has(self.startup)"
-            " || has(self.gracefulShutdown)",
-            message="set at least one of liveness, readiness, startup or gracefulShutdown",
+            " || has(self.gracefulShutdown) || has(self.alerts)",
+            message="set at least one of liveness, readiness, startup, gracefulShutdown or alerts",
             holds=lambda s: any(
                 part is not None
-                for part in (s.liveness, s.readiness, s.startup, s.graceful_shutdown)
+                for part in (s.liveness, s.readiness, s.startup, s.graceful_shutdown, s.alerts)
             ),
         ),
     )

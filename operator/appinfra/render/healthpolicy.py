@@ -1,4 +1,5 @@
-"""HealthPolicy -> probe and shutdown fields on the target Deployment, and its health verdict.
+"""HealthPolicy -> probe and shutdown fields on the target Deployment, its health verdict,
+and the PrometheusRule of `alerts` (render/alerts.py).
 
 Pure: the live Deployment comes in as an argument; nothing here reads the
 cluster, the clock or randomness.
@@ -47,6 +48,7 @@ from typing import Any, Literal
 
 from appinfra.api.healthpolicy import HealthPolicySpec, Probe
 from appinfra.api.names import Obj
+from appinfra.render.alerts import render_alerts
 from appinfra.render.common import Owner, target_intent
 
 LIVENESS = "livenessProbe"
@@ -83,6 +85,7 @@ class HealthRendered:
 
     deployment: Obj
     problems: list[str] = field(default_factory=list)  # non-empty: apply nothing
+    children: list[Obj] = field(default_factory=list)  # the PrometheusRule of `alerts`
 
 
 def owned_container_fields(deployment: Obj, manager: str) -> set[tuple[str, str]]:
@@ -281,7 +284,8 @@ def render_healthpolicy(
     if containers:
         pod_fields["containers"] = containers
     fields = {"template": {"spec": pod_fields}} if pod_fields else None
-    return HealthRendered(deployment=target_intent(owner, meta["name"], fields), problems=problems)
+    children = [] if spec.alerts is None else [render_alerts(owner, spec.alerts, meta["name"])]
+    return HealthRendered(target_intent(owner, meta["name"], fields), problems, children)
 
 
 HealthReason = Literal["Available", "RolloutInProgress", "Unavailable", "ProgressDeadlineExceeded"]

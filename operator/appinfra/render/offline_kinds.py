@@ -23,6 +23,11 @@ from appinfra.render.serviceprofile import render_serviceprofile, variables_from
 from appinfra.render.templates import TemplateError
 
 OWNED = "created and owned (deleted with its owner)"
+ALERTS_NOTE = (
+    "the PrometheusRule needs the Prometheus Operator's CRDs in the cluster (without them "
+    f"the HealthPolicy is Accepted=False, reason {messages.CRD_NOT_INSTALLED}); whether the "
+    "platform's Prometheus selects it depends on its ruleSelector (spec.alerts.ruleLabels)"
+)
 
 
 def target_not_found(kind: str, name: str, namespace: str) -> tuple[str, str]:
@@ -112,7 +117,11 @@ def render_healthpolicy_doc(doc: Obj, owner: Owner, inputs: Inputs) -> Outcome:
     rendered = render_healthpolicy(owner, spec, deployment)
     if rendered.problems:
         return out.fail("Invalid", "; ".join(rendered.problems))
+    # In the operator's order: the probes first, then the PrometheusRule of `alerts`.
     out.written.append(_applied(owner, rendered.deployment))
+    out.written.extend(Written(obj, OWNED) for obj in rendered.children)
+    if rendered.children:
+        out.notes.append(ALERTS_NOTE)
     return out
 
 
