@@ -51,7 +51,7 @@ prometheus-crds: ## fetch the Prometheus Operator CRDs (Go module) into bin/prom
 cluster: controlplane ## run the local control plane in the foreground
 	hack/cluster.sh
 
-run: venv controlplane ## the operator against the current kube context (or a local control plane)
+run: venv controlplane prometheus-crds ## the operator against the current kube context (or a local control plane)
 	hack/run.sh
 
 crds: venv ## regenerate crds/ (and the chart's copy) and docs/api.md from the API models

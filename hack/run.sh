@@ -11,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/bin:$PATH"
 config=${APPINFRA_CONFIG:-}
+local_plane=
 dir=${APPINFRA_RUN_DIR:-$PWD/.tmp/run}
 
 # Children run in the background and the script waits for them, so a signal reaches the
@@ -44,6 +45,7 @@ if kubectl --request-timeout=5s get --raw /readyz >/dev/null 2>&1; then
   echo "using the current kube context: $(kubectl config current-context 2>/dev/null || echo in-cluster)"
   config=${config:-examples/operator-config/config.yaml}
 else
+  local_plane=1
   mkdir -p "$dir"
   rm -f "$dir/kubeconfig"
   echo "no reachable cluster in the current kube context: starting a local control plane"
@@ -65,6 +67,13 @@ fi
 if compgen -G "crds/*.yaml" >/dev/null; then
   kubectl apply --server-side --force-conflicts -f crds/
   kubectl wait --for=condition=Established --timeout=60s -f crds/
+fi
+# The local control plane also gets the Prometheus Operator's CRDs (`make prometheus-crds`),
+# so that examples/' monitoring and alerts sections are created there too. Never on an
+# existing cluster: those CRDs belong to whoever runs the Prometheus Operator.
+if [ -n "$local_plane" ] && compgen -G "bin/prometheus-crds/*.yaml" >/dev/null; then
+  kubectl apply --server-side --force-conflicts -f bin/prometheus-crds/
+  kubectl wait --for=condition=Established --timeout=60s -f bin/prometheus-crds/
 fi
 args=(run --config "$config")
 [ -n "${APPINFRA_NAMESPACE:-}" ] && args+=(--namespace "$APPINFRA_NAMESPACE")
