@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from appinfra.api.base import ApiModel, Rule
-from appinfra.api.formats import Format, ListSet
+from appinfra.api.formats import Format, KubeLabelKey, KubeLabelValue, ListSet, PromLabelName
 from appinfra.api.names import GROUP, MANAGED_BY
 
 # --- formats (Prometheus' own rules, bounded) ----------------------------------------
@@ -27,12 +27,6 @@ METRIC_NAME = Format(
     200,
     "a Prometheus metric name: letters, digits, '_' and ':', not starting with a digit, "
     "at most 200 characters",
-)
-LABEL_NAME = Format(
-    r"^[a-zA-Z_][a-zA-Z0-9_]*$",
-    128,
-    "a Prometheus label name: letters, digits and '_', not starting with a digit, "
-    "at most 128 characters",
 )
 
 
@@ -107,22 +101,8 @@ LATENCY_THRESHOLD = Format(
     extra_check=lambda v: _positive_latency(v),
 )
 
-KUBE_LABEL_KEY = Format(
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$",
-    317,
-    "a Kubernetes label key: an optional DNS subdomain prefix and '/', then a name of "
-    "letters, digits, '-', '_' and '.' (at most 63 characters)",
-)
-KUBE_LABEL_VALUE = Format(
-    r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$",
-    63,
-    "a Kubernetes label value: letters, digits, '-', '_' and '.', starting and ending with "
-    "a letter or digit, at most 63 characters",
-)
 
 MetricName = Annotated[str, METRIC_NAME]
-LabelName = Annotated[str, LABEL_NAME]
 MatcherValue = Annotated[str, MATCHER_VALUE]
 LabelValue = Annotated[str, LABEL_VALUE]
 RunbookURL = Annotated[str, RUNBOOK_URL]
@@ -130,8 +110,6 @@ ForDuration = Annotated[str, FOR_DURATION]
 SloWindow = Annotated[str, SLO_WINDOW]
 Objective = Annotated[str, OBJECTIVE]
 LatencyThreshold = Annotated[str, LATENCY_THRESHOLD]
-KubeLabelKey = Annotated[str, KUBE_LABEL_KEY]
-KubeLabelValue = Annotated[str, KUBE_LABEL_VALUE]
 
 # Labels the operator sets on every rule: a user label may not replace them.
 RESERVED_LABELS = ("namespace", "healthpolicy", "severity", "slo")
@@ -155,7 +133,7 @@ class Matcher(ApiModel):
     """One Prometheus label matcher, built into the expression by the operator
     (label, operator, quoted value): never PromQL text."""
 
-    label: LabelName = Field(description="The label to match.")
+    label: PromLabelName = Field(description="The label to match.")
     op: Literal["=", "!=", "=~", "!~"] = Field(
         default="=", description="Match operator: =, !=, =~ (regular expression) or !~."
     )
@@ -322,7 +300,7 @@ class AlertsSpec(ApiModel):
         description="Always-on alerts from kube-state-metrics: rollout stuck, replicas "
         "unavailable, crash looping.",
     )
-    labels: dict[LabelName, LabelValue] = Field(
+    labels: dict[PromLabelName, LabelValue] = Field(
         default_factory=dict,
         max_length=16,
         description="Extra labels on every alert, for Alertmanager routing (at most 16; not "

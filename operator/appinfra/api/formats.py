@@ -135,6 +135,27 @@ DURATION = Format(
     64,
     "a duration such as 90s, 30m, 1h or 1h30m (at most 5 digits before each unit), or 0",
 )
+# Kubernetes label keys and values, as the API server checks them (labels appinfra puts
+# on the objects it writes: a monitor's `labels`, a PrometheusRule's `ruleLabels`).
+KUBE_LABEL_KEY = Format(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$",
+    317,
+    "a label key: an optional DNS subdomain prefix and '/', then at most 63 letters, digits, "
+    "'-', '_' or '.', starting and ending with a letter or digit",
+)
+KUBE_LABEL_VALUE = Format(
+    r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$",
+    63,
+    "a label value: empty or at most 63 letters, digits, '-', '_' or '.', starting and "
+    "ending with a letter or digit",
+)
+PROM_LABEL_NAME = Format(
+    r"^[a-zA-Z_][a-zA-Z0-9_]*$",
+    128,
+    "a Prometheus label name: letters, digits and '_', not starting with a digit, "
+    "at most 128 characters",
+)
 ABSOLUTE_PATH = Format(r"^/[^:]*$", 1024, "an absolute path starting with '/' and without ':'")
 URL_PATH_PREFIX = Format(r"^/.*$", 1024, "a URL path starting with '/'")
 HEADER_NAME = Format(r"^[A-Za-z0-9-]+$", 256, "an HTTP header name: letters, digits and '-'")
@@ -146,6 +167,9 @@ IP_OR_CIDR = Format(
 )
 
 DNSLabel = Annotated[str, DNS_LABEL]
+KubeLabelKey = Annotated[str, KUBE_LABEL_KEY]
+KubeLabelValue = Annotated[str, KUBE_LABEL_VALUE]
+PromLabelName = Annotated[str, PROM_LABEL_NAME]
 DNSSubdomain = Annotated[str, DNS_SUBDOMAIN]
 OptionalDNSSubdomain = Annotated[str, OPTIONAL_DNS_SUBDOMAIN]
 DataKey = Annotated[str, DATA_KEY]

@@ -15,7 +15,15 @@ from pydantic import Field, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from appinfra.api.base import ApiModel, Rule
-from appinfra.api.formats import FORMAT_ERROR, AbsolutePath, DNSLabel, Format
+from appinfra.api.formats import (
+    FORMAT_ERROR,
+    AbsolutePath,
+    DNSLabel,
+    Format,
+    KubeLabelKey,
+    KubeLabelValue,
+    PromLabelName,
+)
 from appinfra.api.names import MANAGED_BY, OWNER_KIND, OWNER_NAME
 
 # A Prometheus duration restricted to what both Prometheus and CEL's duration() parse
@@ -37,29 +45,6 @@ def scrape_duration_ms(text: str) -> int:
     return sum(int(n) * _UNITS_MS[u] for n, u in re.findall(r"([0-9]+)(ms|h|m|s)", text))
 
 
-PROM_LABEL_NAME = Format(
-    r"^[a-zA-Z_][a-zA-Z0-9_]*$",
-    128,
-    "a Prometheus label name: letters, digits and '_', not starting with a digit",
-)
-PromLabelName = Annotated[str, PROM_LABEL_NAME]
-
-# Kubernetes label keys and values, as the API server checks them on the monitor.
-LABEL_KEY = Format(
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$",
-    317,
-    "a label key: an optional DNS subdomain prefix and '/', then at most 63 letters, digits, "
-    "'-', '_' or '.', starting and ending with a letter or digit",
-)
-LABEL_VALUE = Format(
-    r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$",
-    63,
-    "a label value: empty or at most 63 letters, digits, '-', '_' or '.', starting and "
-    "ending with a letter or digit",
-)
-LabelKey = Annotated[str, LABEL_KEY]
-LabelValue = Annotated[str, LABEL_VALUE]
 RESERVED_LABELS = (MANAGED_BY, OWNER_KIND, OWNER_NAME)
 """appinfra's own labels on the monitor: they find and own it, so a user may not set them."""
 
@@ -214,7 +199,7 @@ class MonitoringSpec(ApiModel):
         max_length=MAX_RELABELINGS,
         description="Relabelings applied to the scraped samples before ingestion.",
     )
-    labels: dict[LabelKey, LabelValue] = Field(
+    labels: dict[KubeLabelKey, KubeLabelValue] = Field(
         default_factory=dict,
         max_length=MAX_LABELS,
         description="Labels added to the ServiceMonitor/PodMonitor, so the platform's "
