@@ -39,7 +39,7 @@ from appinfra.kube.resources import (
 )
 from appinfra.render import messages
 from appinfra.render.common import Owner
-from appinfra.render.secretbinding import fetches, target_name
+from appinfra.render.secretbinding import checked_keys, target_name
 from appinfra.render.serviceprofile import config_map_name
 from appinfra.render.templates import compile_problem
 
@@ -90,8 +90,8 @@ def check_secretbinding(rt: Runtime, body: Obj) -> Verdict:
     if spec.store not in names:
         verdict.denied = messages.store_not_configured(spec.store, names)
         return verdict
-    for fetch in fetches(spec):
-        refused = rt.providers.check_access(spec.store, namespace, fetch.key)
+    for key in checked_keys(spec):
+        refused = rt.providers.check_access(spec.store, namespace, key)
         if refused:
             verdict.denied = refused
             return verdict

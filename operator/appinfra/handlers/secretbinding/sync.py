@@ -29,6 +29,7 @@ from appinfra.render.secretbinding import (
     Fetch,
     TooManyKeys,
     applied_annotation,
+    checked_keys,
     fetches,
     render_consumer,
     render_secret,
@@ -127,8 +128,8 @@ class Sync:
     def allowed(self) -> bool:
         """Every key within the store's rules for this namespace; decided before any
         backend call, and re-checked when the spec or the configuration changes."""
-        for fetch in self.needed:
-            refused = self.rt.providers.check_access(self.spec.store, self.namespace, fetch.key)
+        for key in checked_keys(self.spec):
+            refused = self.rt.providers.check_access(self.spec.store, self.namespace, key)
             if refused:
                 self.failed("Forbidden", refused)
                 return False
@@ -211,14 +212,14 @@ class Sync:
             self.failed("TemplateError", str(exc))  # until the spec changes
         return None
 
-    def write(self, data: dict[str, str]) -> str | None:
+    def write(self, data: dict[str, str], annotations: dict[str, str] | None = None) -> str | None:
         """Write the Secret if it differs; its HMAC, or None after reporting a conflict."""
         try:
             # A manager per binding on the Secret: with Merge, two bindings writing keys
             # into one Secret must not remove each other's keys.
             written, changed = self.rt.ensure_child(
                 self.owner,
-                render_secret(self.owner, self.spec, data),
+                render_secret(self.owner, self.spec, data, annotations),
                 f"{MANAGER}/{self.name}",
                 applied_annotation(self.name),
                 live=self.live,
