@@ -65,6 +65,7 @@ class Plan:
     valid_until: float
     issued: bool = False
     event: str = ""
+    reason: str = "Issued"  # of the event: Issued, Renewed (a new certificate), Reissued
     old_lease: str = ""  # the lease the new credentials replace (revokeOnReissue)
     contacted: bool = False  # the store answered (lastSyncTime)
     notes: list[str] = field(default_factory=list)
@@ -130,7 +131,7 @@ class Lifetime:
         if digest is None:
             return None
         if plan.event:
-            self.rt.event(sync.body, "Issued" if plan.issued else "Renewed", plan.event)
+            self.rt.event(sync.body, plan.reason, plan.event)
         if plan.old_lease and self.spec.dynamic is not None and self.spec.dynamic.revoke_on_reissue:
             self._revoke_replaced(plan.old_lease)
         ready = sync.roll_out(digest, len(plan.data))
@@ -175,6 +176,7 @@ class Lifetime:
         renew_at = self._cert_renewal(cert.not_before, cert.not_after)
         plan = self._cert_plan(data, cert.not_after, renew_at, issued=True)
         verb = "renewed" if current is not None else "issued"
+        plan.reason = verb.capitalize()
         plan.event = (
             f"certificate {verb} from {self.key} (serial {cert.serial}, valid until "
             f"{rfc3339(cert.not_after)}); Secret {self.sync.secret_name} updated"
@@ -255,7 +257,8 @@ class Lifetime:
             f"{self.sync.secret_name} updated"
         )
         renew_at, valid = self._times(section)
-        return Plan(data, {"lease": section}, renew_at, valid, True, event, lease_id, True)
+        reason = "Reissued" if lease_id else "Issued"
+        return Plan(data, {"lease": section}, renew_at, valid, True, event, reason, lease_id, True)
 
     def _templated(self, data: dict[str, str]) -> dict[str, str]:
         """target.template.data over the issued fields (a DSN from username and password)."""
