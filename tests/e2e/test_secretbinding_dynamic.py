@@ -1,0 +1,200 @@
+"""SecretBinding dynamic end to end: database credentials from OpenBao's database engine
+against a real PostgreSQL server (tests/support/lifetime.py), through the session's
+`appinfra run`; leases looked up in OpenBao (sys/leases/lookup), logins tried in
+PostgreSQL, requests counted at OpenBao's audit device."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import hvac
+import hvac.exceptions
+import pytest
+
+from tests.e2e.conftest import Operator, Stores
+from tests.support.audit import bao_requests
+from tests.support.kube import Cluster
+from tests.support.lifetime import (
+    Postgres,
+    add_store,
+    database_role,
+    enable_database,
+    start_postgres,
+)
+from tests.support.objects import (
+    apply,
+    condition,
+    deployment,
+    events_for,
+    get,
+    wait_condition,
+    wait_gone,
+)
+from tests.support.servers import wait_until
+from tests.support.tcpproxy import TcpProxy
+
+SB = "secretbinding"
+STORE = "vault-db"
+LEASE_KEY = ".appinfra-lease-id"
+
+
+@pytest.fixture(scope="module")
+def postgres(workdir: Path) -> Iterator[Postgres]:
+    yield from start_postgres(workdir / "postgres")
+
+
+@pytest.fixture(scope="module")
+def database(stores: Stores, operator: Operator, postgres: Postgres) -> Postgres:
+    """OpenBao's database engine on the PostgreSQL server, and a store whose keyPrefix lets
+    a namespace use its own roles only (database/creds/<namespace>-*)."""
+    enable_database(stores.bao, postgres)
+    add_store(stores, STORE, "database/creds/{namespace}-")
+    return postgres
+
+
+def dynamic_binding(
+    namespace: str, name: str, store: str = STORE, **dynamic: Any
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "appinfra.dev/v1alpha1",
+        "kind": "SecretBinding",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"store": store, "dynamic": {"path": f"database/creds/{namespace}-app",
+                                             **dynamic}},
+    }  # fmt: skip
+
+
+def values(cluster: Cluster, namespace: str, name: str) -> dict[str, str]:
+    secret = get(cluster, "secret", namespace, name) or {}
+    return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+
+
+def lookup(bao: hvac.Client, lease_id: str) -> dict[str, Any] | None:
+    """The lease as OpenBao knows it, or None when it is gone (revoked or expired)."""
+    try:
+        return dict(bao.sys.read_lease(lease_id)["data"])
+    except hvac.exceptions.InvalidRequest:
+        return None
+
+
+def lease_status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    sb = get(cluster, SB, namespace, name) or {}
+    return dict((sb.get("status") or {}).get("lease") or {})
+
+
+def test_lease_renewed_then_reissued_at_max_ttl_then_revoked_on_delete(
+    cluster: Cluster, stores: Stores, database: Postgres, namespace: str
+) -> None:
+    role = f"{namespace}-app"
+    database_role(stores.bao, role, ttl="6s", max_ttl="21s")
+    apply(cluster, deployment(namespace, "api"))
+    binding = dynamic_binding(namespace, "db", renewPercent=50)
+    binding["spec"]["targetRef"] = {"kind": "Deployment", "name": "api"}
+    dsn = "postgresql://{{ username }}:{{ password }}@127.0.0.1:" + f"{database.port}/postgres"
+    binding["spec"]["target"] = {"template": {"data": {"DSN": dsn}}}
+    apply(cluster, binding)
+    sb = wait_condition(cluster, SB, namespace, "db", "Ready", "True")
+    first = values(cluster, namespace, "db")
+    assert sorted(first) == [LEASE_KEY, "DSN", "password", "username"]
+    assert first["DSN"].startswith(f"postgresql://{first['username']}:")
+    assert database.can_log_in(first["username"], first["password"])
+    lease_id = first[LEASE_KEY]
+    status = sb["status"]["lease"]
+    assert status["idHash"] == hashlib.sha256(lease_id.encode()).hexdigest()
+    assert status["durationSeconds"] == 6 and status["renewable"] is True
+    assert first["password"] not in json.dumps(sb) and lease_id not in json.dumps(sb)
+    first_hash = sb["status"]["secretHMAC"]
+    expiry = lookup(stores.bao, lease_id)
+    assert expiry is not None
+
+    # Renewed: the same credentials, a later expiry in OpenBao, one request per renewal.
+    wait_until(lambda: lease_status(cluster, namespace, "db").get("renewals", 0) >= 2, 20,
+               "two renewals of the lease")  # fmt: skip
+    assert values(cluster, namespace, "db") == first
+    renewed = lookup(stores.bao, lease_id)
+    assert renewed is not None and renewed["expire_time"] > expiry["expire_time"]
+    renewals = lease_status(cluster, namespace, "db")["renewals"]
+    renews = [r for r in bao_requests(stores.bao_audit_log, "sys/leases/renew") if not r.error]
+    assert len(renews) >= renewals  # (other tests' renewals share the path)
+    creds = [r for r in bao_requests(stores.bao_audit_log, f"database/creds/{role}")]
+    assert len(creds) == 1  # renewing issued nothing
+
+    # At the max TTL: new credentials, written before the old lease ends; the consumer rolls.
+    wait_until(lambda: values(cluster, namespace, "db").get("username") != first["username"],
+               30, "credentials issued anew at the max TTL")  # fmt: skip
+    second = values(cluster, namespace, "db")
+    assert lookup(stores.bao, lease_id) is not None, "issued anew only after the old lease ended"
+    assert database.can_log_in(second["username"], second["password"])
+    assert second[LEASE_KEY] != lease_id
+    wait_until(lambda: (get(cluster, "deployment", namespace, "api") or {})["spec"]["template"]
+               ["metadata"].get("annotations", {}).get("appinfra.dev/secret-hash")
+               not in (None, first_hash), 20, "the consumer to roll")  # fmt: skip
+    assert "Reissued" in {e["reason"] for e in events_for(cluster, namespace, "db")}
+
+    # Deleted: the lease is revoked (OpenBao) and its PostgreSQL role dropped.
+    cluster.kubectl("-n", namespace, "delete", SB, "db", "--wait=true", "--timeout=60s")
+    wait_gone(cluster, SB, namespace, "db")
+    assert lookup(stores.bao, second[LEASE_KEY]) is None
+    assert second["username"] not in database.roles()
+    assert not database.can_log_in(second["username"], second["password"])
+
+
+def test_outage_keeps_the_credentials_and_the_status_honest(
+    cluster: Cluster, stores: Stores, database: Postgres, namespace: str
+) -> None:
+    """OpenBao unreachable (a TCP proxy resetting connections) when the lease is due:
+    the Secret keeps the credentials, Synced=False says why, Ready stays True while the
+    lease is valid and turns False when it expired; once OpenBao is back, new credentials."""
+    database_role(stores.bao, f"{namespace}-app", ttl="8s", max_ttl="1h")
+    main = stores.config["secretStores"]["vault-main"]
+    proxy = TcpProxy(main["vault"]["address"]).start()
+    store = "vault-db-outage"
+    try:
+        add_store(stores, store, "database/creds/{namespace}-",
+                  address=f"http://127.0.0.1:{proxy.port}")  # fmt: skip
+        apply(cluster, dynamic_binding(namespace, "db", store, renewPercent=50))
+        wait_condition(cluster, SB, namespace, "db", "Ready", "True")
+        before = get(cluster, "secret", namespace, "db")
+        assert before is not None
+        proxy.cut("reset")
+        sb = wait_condition(cluster, SB, namespace, "db", "Synced", "False", "BackendUnavailable",
+                            timeout=20)  # fmt: skip
+        assert condition(sb, "Ready")["status"] == "True"
+        assert condition(sb, "Ready")["reason"] == "Valid"
+        assert "valid until" in condition(sb, "Ready")["message"]
+        sb = wait_condition(cluster, SB, namespace, "db", "Ready", "False", "Expired", timeout=30)
+        after = get(cluster, "secret", namespace, "db")
+        assert after is not None and after["data"] == before["data"]
+        proxy.heal()
+        wait_until(lambda: values(cluster, namespace, "db").get("username")
+                   != base64.b64decode(before["data"]["username"]).decode(),
+                   60, "new credentials after the outage")  # fmt: skip
+        wait_condition(cluster, SB, namespace, "db", "Ready", "True", "Synced", timeout=20)
+    finally:
+        stores.config["secretStores"].pop(store, None)
+        stores.write()
+        proxy.stop()
+
+
+def test_scoping_refuses_before_any_backend_call(
+    cluster: Cluster, stores: Stores, database: Postgres, namespace: str
+) -> None:
+    """A path outside the namespace's keyPrefix and a store that does not allow the
+    namespace: Forbidden, and no request reaches OpenBao (its audit log)."""
+    other = f"database/creds/other-{namespace}"
+    apply(cluster, dynamic_binding(namespace, "outside", path=other))
+    sb = wait_condition(cluster, SB, namespace, "outside", "Synced", "False", "Forbidden")
+    assert f"database/creds/{namespace}-" in condition(sb, "Synced")["message"]
+    apply(cluster, dynamic_binding(namespace, "guarded", "vault-guarded"))
+    wait_condition(cluster, SB, namespace, "guarded", "Synced", "False", "Forbidden")
+    time.sleep(2)  # time for a (wrong) late request
+    paths = {r.path for r in bao_requests(stores.bao_audit_log)}
+    assert other not in paths
+    assert f"database/creds/{namespace}-app" not in paths
+    assert get(cluster, "secret", namespace, "outside") is None
