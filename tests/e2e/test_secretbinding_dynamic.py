@@ -6,6 +6,7 @@ PostgreSQL, requests counted at OpenBao's audit device."""
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import json
 import time
@@ -42,6 +43,13 @@ from tests.support.tcpproxy import TcpProxy
 SB = "secretbinding"
 STORE = "vault-db"
 LEASE_KEY = ".appinfra-lease-id"
+MAX_TTL = 21
+
+
+def stamp(text: str) -> float:
+    """Epoch seconds of an RFC 3339 time, as OpenBao (nanoseconds) or status writes it."""
+    head, _, _ = text.rstrip("Z").partition(".")
+    return datetime.datetime.fromisoformat(head).replace(tzinfo=datetime.UTC).timestamp()
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +100,7 @@ def test_lease_renewed_then_reissued_at_max_ttl_then_revoked_on_delete(
     cluster: Cluster, stores: Stores, database: Postgres, namespace: str
 ) -> None:
     role = f"{namespace}-app"
-    database_role(stores.bao, role, ttl="6s", max_ttl="21s")
+    database_role(stores.bao, role, ttl="6s", max_ttl=f"{MAX_TTL}s")
     apply(cluster, deployment(namespace, "api"))
     binding = dynamic_binding(namespace, "db", renewPercent=50)
     binding["spec"]["targetRef"] = {"kind": "Deployment", "name": "api"}
@@ -129,9 +137,14 @@ def test_lease_renewed_then_reissued_at_max_ttl_then_revoked_on_delete(
     wait_until(lambda: values(cluster, namespace, "db").get("username") != first["username"],
                30, "credentials issued anew at the max TTL")  # fmt: skip
     second = values(cluster, namespace, "db")
-    assert lookup(stores.bao, lease_id) is not None, "issued anew only after the old lease ended"
     assert database.can_log_in(second["username"], second["password"])
     assert second[LEASE_KEY] != lease_id
+    new_hash = hashlib.sha256(second[LEASE_KEY].encode()).hexdigest()
+    wait_until(lambda: lease_status(cluster, namespace, "db").get("idHash") == new_hash, 10,
+               "status to show the new lease")  # fmt: skip
+    # Before the old lease's max TTL (21s after it was issued), not after it ran out.
+    issued = stamp(lease_status(cluster, namespace, "db")["issueTime"])
+    assert issued <= stamp(expiry["issue_time"]) + MAX_TTL - 1
     wait_until(lambda: (get(cluster, "deployment", namespace, "api") or {})["spec"]["template"]
                ["metadata"].get("annotations", {}).get("appinfra.dev/secret-hash")
                not in (None, first_hash), 20, "the consumer to roll")  # fmt: skip

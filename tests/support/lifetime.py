@@ -11,11 +11,13 @@ temporary directory of its own, for the session.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -157,6 +159,11 @@ def start_postgres(log_dir: Path) -> Iterator[Postgres]:
     try:
         yield server
     finally:
+        # SIGINT: PostgreSQL's fast shutdown. Its SIGTERM waits for every client to
+        # disconnect, and OpenBao keeps its connections open.
+        if proc.proc is not None and proc.running():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.proc.pid, signal.SIGINT)
         proc.stop()
         shutil.rmtree(home, ignore_errors=True)
 

@@ -138,13 +138,15 @@ def _is_ip(value: str) -> bool:
 # A Vault API path: segments of letters, digits, '-', '_' and '.', no empty segment and no
 # leading or trailing '/'. Narrow on purpose: it is sent in a URL, after the keyPrefix check.
 VAULT_PATH = Format(
-    r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$",
+    r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$",
     512,
     "a Vault path such as database/creds/shop-app: segments of letters, digits, '-', '_' "
-    "and '.', separated by '/'",
+    "and '.' (not first), separated by '/'",
 )
 VAULT_NAME = Format(
-    r"^[A-Za-z0-9_.-]+$", 128, "a Vault role name: letters, digits, '-', '_' and '.'"
+    r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$",
+    128,
+    "a Vault role name: letters, digits, '-', '_' and '.' (not first)",
 )
 HOST_NAME = Format(
     r"^(\*\.)?[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*$",

@@ -111,7 +111,9 @@ def lifetime_placeholders(spec: SecretBindingSpec) -> tuple[dict[str, str], list
             if pki.renew_before
             else f"at {pki.renew_percent}% of its lifetime"
         )
-        note = f"pki: renewed {when} (jittered per binding), rolling out the consumer"
+        note = f"pki: renewed {when} (jittered per binding)"
+        if spec.target_ref is not None and spec.rollout_on_change:
+            note += f", each renewal rolling out Deployment {spec.target_ref.name}"
         return data, [note]
     dynamic = spec.dynamic
     assert dynamic is not None
