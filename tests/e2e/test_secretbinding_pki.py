@@ -8,6 +8,7 @@ import base64
 import datetime
 import ipaddress
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -30,7 +31,7 @@ from tests.support.objects import (
     wait_condition,
     wait_gone,
 )
-from tests.support.servers import wait_until
+from tests.support.servers import tool, wait_until
 
 SB = "secretbinding"
 STORE = "vault-pki"
@@ -192,6 +193,14 @@ def test_scoping_refuses_before_any_backend_call_and_revoke_on_delete(
     assert f"{PKI_MOUNT}/issue/{namespace}-" in condition(sb, "Synced")["message"]
     apply(cluster, pki_binding(namespace, "guarded", store="vault-guarded"))
     wait_condition(cluster, SB, namespace, "guarded", "Synced", "False", "Forbidden")
+    # A store that cannot issue at all (AWS), though the path is within its keyPrefix.
+    aws = {**stores.config["secretStores"]["aws-sm"], "keyPrefix": "pki/"}
+    stores.config["secretStores"]["aws-pki"] = aws
+    stores.write()
+    time.sleep(2)  # the operator re-reads its configuration every second
+    apply(cluster, pki_binding(namespace, "aws", store="aws-pki"))
+    sb = wait_condition(cluster, SB, namespace, "aws", "Synced", "False", "Forbidden")
+    assert "need a vault store" in condition(sb, "Synced")["message"]
 
     pki_role(stores.bao, f"{namespace}-web", [f"{namespace}.svc"])
     apply(cluster, pki_binding(namespace, "revoked", ttl="1h", revokeOnDelete=True))
@@ -209,6 +218,30 @@ def test_scoping_refuses_before_any_backend_call_and_revoke_on_delete(
     revoked = stores.bao.read(f"{PKI_MOUNT}/cert/{serial}")
     assert revoked["data"]["revocation_time"] > 0
     assert "Revoked" in {e["reason"] for e in events_for(cluster, namespace, "revoked")}
+
+
+def test_uninstall_drops_the_revoke_finalizer_so_deletion_completes(
+    cluster: Cluster, stores: Stores, operator: Operator, pki: str, namespace: str
+) -> None:
+    """With the operator gone nobody can revoke: `appinfra uninstall` lets go (the
+    certificate runs out by itself) and says so, or the binding could never be deleted."""
+    pki_role(stores.bao, f"{namespace}-web", [f"{namespace}.svc"])
+    apply(cluster, pki_binding(namespace, "tls", ttl="1h", revokeOnDelete=True))
+    sb = wait_condition(cluster, SB, namespace, "tls", "Ready", "True")
+    assert "appinfra.dev/revoke" in sb["metadata"]["finalizers"]
+    operator.stop()
+    try:
+        proc = subprocess.run(
+            [tool("appinfra"), "uninstall", "--namespace", namespace],
+            capture_output=True, text=True, timeout=60,
+            env={"KUBECONFIG": str(cluster.kubeconfig), "PATH": "/usr/bin:/bin"},
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert f"SecretBinding {namespace}/tls (not revoked)" in proc.stdout
+        cluster.kubectl("-n", namespace, "delete", SB, "tls", "--wait=true", "--timeout=30s")
+        assert get(cluster, SB, namespace, "tls") is None
+    finally:
+        operator.start()
 
 
 def test_webhook_model_rejects_bad_combinations(cluster: Cluster, pki: str, namespace: str) -> None:

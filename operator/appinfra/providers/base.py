@@ -107,6 +107,8 @@ class LeaseGrant:
 
     duration: float
     renewable: bool
+    started: float | None = None
+    """From a lookup: when the current period began (the last renewal, else the issue)."""
 
 
 @runtime_checkable
@@ -123,6 +125,10 @@ class LeaseProvider(Protocol):
     def renew(self, lease_id: str, *, increment: float, namespace: str) -> LeaseGrant: ...
 
     def revoke(self, lease_id: str, *, namespace: str) -> None: ...
+
+    def lookup(self, lease_id: str, *, namespace: str) -> LeaseGrant:
+        """The lease as the store knows it (`duration`: the time left)."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ namespace therefore has its own token.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 import ssl
@@ -228,6 +229,17 @@ class VaultProvider:
         action = f"revoking a lease of {lease_id.rsplit('/', 1)[0]}"
         self._as(namespace, "revoke_lease", action, lambda c: c.sys.revoke_lease(lease_id))
 
+    def lookup(self, lease_id: str, *, namespace: str) -> LeaseGrant:
+        action = f"looking up a lease of {lease_id.rsplit('/', 1)[0]}"
+        response = self._as(namespace, "lookup_lease", action, lambda c: c.sys.read_lease(lease_id))
+        data = response.get("data") or {}
+        started = _epoch(data.get("last_renewal") or data.get("issue_time"))
+        return LeaseGrant(
+            duration=float(data.get("ttl") or 0),
+            renewable=bool(data.get("renewable")),
+            started=started,
+        )
+
     def _as(self, namespace: str, operation: str, action: str, send: Callable[[Any], T]) -> T:
         """`send` with this namespace's token; once more after a fresh login if a cached
         token was refused (its policies may be outdated, or it was revoked)."""
@@ -410,3 +422,15 @@ def _write_ca_bundle(store: str, pem: str) -> str:
     with os.fdopen(fd, "w") as file:
         file.write(pem)
     return path
+
+
+def _epoch(stamp: Any) -> float | None:
+    """Epoch seconds of Vault's RFC 3339 times (nanoseconds, "Z"), or None."""
+    if not isinstance(stamp, str) or not stamp:
+        return None
+    head = stamp.rstrip("Z").partition(".")[0]
+    try:
+        parsed = datetime.datetime.fromisoformat(head)
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=datetime.UTC).timestamp()

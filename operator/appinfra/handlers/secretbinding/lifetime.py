@@ -210,6 +210,12 @@ class Lifetime:
         lease: Obj = self.status.get("lease") or {}
         lease_id = values.get(LEASE_ID_KEY, "")
         known = bool(lease_id) and lease.get("idHash") == lease_hash(lease_id)
+        if lease_id and not known:
+            # The Secret holds a lease status does not know (status lost): ask the store
+            # about it rather than issuing anew.
+            recovered = self._recover(lease_id)
+            if recovered is not None:
+                lease, known = recovered, True
         valid_until = (parse_rfc3339(lease.get("expireTime")) or 0.0) if known else 0.0
         if known:
             renew_at = parse_rfc3339(lease.get("renewalTime")) or 0.0
@@ -259,6 +265,30 @@ class Lifetime:
         renew_at, valid = self._times(section)
         reason = "Reissued" if lease_id else "Issued"
         return Plan(data, {"lease": section}, renew_at, valid, True, event, reason, lease_id, True)
+
+    def _recover(self, lease_id: str) -> Obj | None:
+        """The status section of a lease found in the Secret, from a lookup; None when the
+        store no longer knows it (issue anew). An unreachable store is retried."""
+        try:
+            store = self.rt.providers.leases(self.spec.store, self.namespace, lease_id)
+            found = store.lookup(lease_id, namespace=self.namespace)
+        except BackendUnavailable as exc:
+            self._failed(exc.reason, str(exc), 0.0, "lease")
+        except ProviderError:
+            return None
+        at = time.time()
+        started = found.started or at
+        expires = at + found.duration
+        log.info("SecretBinding %s/%s: lease found in the Secret, kept", self.namespace, self.name)
+        return {
+            "idHash": lease_hash(lease_id),
+            "durationSeconds": int(max(found.duration, expires - started)),
+            "renewable": found.renewable,
+            "issueTime": rfc3339(started),
+            "expireTime": rfc3339(expires),
+            "renewalTime": rfc3339(self._lease_renewal(started, expires - started)),
+            "renewals": 0,
+        }
 
     def _templated(self, data: dict[str, str]) -> dict[str, str]:
         """target.template.data over the issued fields (a DSN from username and password)."""

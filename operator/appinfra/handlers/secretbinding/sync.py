@@ -31,6 +31,7 @@ from appinfra.render.secretbinding import (
     applied_annotation,
     checked_keys,
     fetches,
+    lifetime_key,
     render_consumer,
     render_secret,
     secret_data,
@@ -132,6 +133,13 @@ class Sync:
             refused = self.rt.providers.check_access(self.spec.store, self.namespace, key)
             if refused:
                 self.failed("Forbidden", refused)
+                return False
+        lifetime = lifetime_key(self.spec)
+        if lifetime is not None:
+            try:  # a store that cannot issue (aws) is refused here too, before any call
+                self.rt.providers.leases(self.spec.store, self.namespace, lifetime)
+            except ProviderError as exc:
+                self.failed("Forbidden", str(exc))
                 return False
         return True
 
