@@ -127,8 +127,13 @@ class Lifetime:
         plan = self._pki(values) if self.spec.pki is not None else self._dynamic(values)
         if plan is None:
             return None
-        digest = sync.write(plan.data, annotations={ISSUED_FOR: issued_for(self.spec)})
+        try:
+            digest = sync.write(plan.data, annotations={ISSUED_FOR: issued_for(self.spec)})
+        except BaseException:
+            self._discard(plan)
+            raise
         if digest is None:
+            self._discard(plan)
             return None
         if plan.event:
             self.rt.event(sync.body, plan.reason, plan.event)
@@ -136,6 +141,20 @@ class Lifetime:
             self._revoke_replaced(plan.old_lease)
         ready = sync.roll_out(digest, len(plan.data))
         return self._synced(plan, digest, ready)
+
+    def _discard(self, plan: Plan) -> None:
+        """New credentials that could not be written (the Secret write failed, e.g. in a
+        namespace being deleted) are revoked at once: nobody will ever use them, and the
+        next attempt issues its own. Best effort; the lease ends at its TTL anyway."""
+        lease_id = plan.data.get(LEASE_ID_KEY, "")
+        if not plan.issued or self.spec.dynamic is None or not lease_id:
+            return
+        try:
+            store = self.rt.providers.leases(self.spec.store, self.namespace, lease_id)
+            store.revoke(lease_id, namespace=self.namespace)
+        except ProviderError as exc:
+            log.info("SecretBinding %s/%s: unwritten credentials not revoked: %s",
+                     self.namespace, self.name, exc)  # fmt: skip
 
     def _untouched(self, values: dict[str, str]) -> bool:
         """The Secret holds what this binding last wrote (its HMAC in status), or status does
