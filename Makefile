@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: help venv controlplane helm luahealth envoy-ratelimit promtool prometheus-crds cluster run test test-unit test-e2e \
-	test-envoy-ratelimit lint format crds bench kind-up clean rbac-ablation
+	test-envoy-ratelimit lint format crds bench kind-up clean rbac-ablation postgres
 
 # `make help` prints the `## ` text on each target's line, in file order.
 help: ## this list (the default target)
@@ -71,11 +71,17 @@ format: venv ## ruff fix and format, in place
 test-unit: venv helm luahealth promtool ## unit tests only (no servers)
 	hack/pytest.sh tests/unit $(PYTEST_ARGS)
 
-test-e2e: venv controlplane helm promtool prometheus-crds ## e2e tests only
+# PostgreSQL for the SecretBinding dynamic tests (OpenBao's database engine): Debian's
+# package, installed here when missing (needs root, as on CI); the tests start it.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; }
+
+test-e2e: venv controlplane helm promtool prometheus-crds postgres ## e2e tests only
 	hack/pytest.sh tests/e2e $(PYTEST_ARGS)
 
 # One pytest run for everything, so the summary line counts every test.
-test: lint controlplane helm luahealth promtool prometheus-crds ## lint + every test (unit and e2e against real servers)
+test: lint controlplane helm luahealth promtool prometheus-crds postgres ## lint + every test (unit and e2e against real servers)
 	hack/pytest.sh tests $(PYTEST_ARGS)
 
 # The EnvoyRateLimit ConfigMap loaded by the real envoyproxy/ratelimit with a real Redis

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from appinfra.api.names import FINALIZER, Obj
+from appinfra.api.names import FINALIZER, REVOKE_FINALIZER, Obj
 from appinfra.api.operatorconfig import OperatorConfig
 from appinfra.controller import Runtime
 from appinfra.handlers import CONTROLLERS
@@ -48,4 +48,18 @@ def uninstall(kube: Kube, namespaces: Sequence[str] = ()) -> list[str]:
                         controller.before_release(rt, body)  # e.g. HealthPolicy's hand-back
                     rt.release_target(res, body)
                     released.append(f"{res.kind} {meta['namespace']}/{meta['name']}")
+                if REVOKE_FINALIZER in (meta.get("finalizers") or []):
+                    # No operator is left to revoke: the certificate or lease runs out.
+                    _drop_revoke_finalizer(kube, res, meta["namespace"], meta["name"])
+                    released.append(f"{res.kind} {meta['namespace']}/{meta['name']} (not revoked)")
     return released
+
+
+def _drop_revoke_finalizer(kube: Kube, res: Resource, namespace: str, name: str) -> None:
+    fresh = kube.get(res, namespace, name)
+    if fresh is None:
+        return
+    meta = fresh["metadata"]
+    keep = [f for f in meta.get("finalizers") or [] if f != REVOKE_FINALIZER]
+    patch = {"metadata": {"finalizers": keep, "resourceVersion": meta["resourceVersion"]}}
+    kube.merge_patch(res, namespace, name, patch)

@@ -37,9 +37,10 @@ from appinfra.kube.resources import (
     SERVICEPROFILE,
     Resource,
 )
+from appinfra.providers.base import ProviderError
 from appinfra.render import messages
 from appinfra.render.common import Owner
-from appinfra.render.secretbinding import fetches, target_name
+from appinfra.render.secretbinding import checked_keys, lifetime_key, target_name
 from appinfra.render.serviceprofile import config_map_name
 from appinfra.render.templates import compile_problem
 
@@ -90,10 +91,17 @@ def check_secretbinding(rt: Runtime, body: Obj) -> Verdict:
     if spec.store not in names:
         verdict.denied = messages.store_not_configured(spec.store, names)
         return verdict
-    for fetch in fetches(spec):
-        refused = rt.providers.check_access(spec.store, namespace, fetch.key)
+    for key in checked_keys(spec):
+        refused = rt.providers.check_access(spec.store, namespace, key)
         if refused:
             verdict.denied = refused
+            return verdict
+    lifetime = lifetime_key(spec)
+    if lifetime is not None:
+        try:  # pki and dynamic need a store that issues (vault); nothing is sent
+            rt.providers.leases(spec.store, namespace, lifetime)
+        except ProviderError as exc:
+            verdict.denied = str(exc)
             return verdict
     template = spec.target.template
     for key, source in (template.data if template is not None else {}).items():

@@ -42,8 +42,19 @@ most 63 characters)."""
 # --- on appinfra's own resources -----------------------------------------------------
 FINALIZER = f"{GROUP}/release"
 """Held while a target carries fields this resource wrote, so they are released first."""
+REVOKE_FINALIZER = f"{GROUP}/revoke"
+"""Held by a SecretBinding with pki or dynamic and revokeOnDelete: its certificate or lease
+is revoked at the store before the binding (and so its Secret) goes."""
 TARGET_CLAIM = f"{GROUP}/target"
 """`<Kind>/<name>` of the target whose fields the resource wrote."""
+
+# --- on Secrets a pki or dynamic SecretBinding writes ----------------------------------
+ISSUED_FOR = f"{GROUP}/issued-for"
+"""Hash of the request (pki or dynamic section) the Secret's certificate or credentials
+were issued for: a changed request issues anew, anything else (a restart) does not."""
+LEASE_ID_KEY = ".appinfra-lease-id"
+"""Data key of the lease id in a dynamic binding's Secret: the lease survives restarts
+there, next to the credentials it governs (status shows only its hash)."""
 
 # --- on objects others own --------------------------------------------------------------
 MERGE_OPT_IN = f"{GROUP}/merge-from"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol, TypeVar
+from typing import Any, ClassVar, Literal, Protocol, TypeVar, runtime_checkable
 
 from prometheus_client import Counter
 
@@ -82,6 +82,53 @@ class RemoteSecret:
         names = None if self.properties is None else sorted(self.properties)
         raw = None if self.raw is None else "<redacted>"
         return f"RemoteSecret(properties={names!r}, raw={raw}, version={self.version!r})"
+
+
+@dataclass(frozen=True, repr=False)
+class Leased:
+    """What a request for something with a lifetime returned (a certificate from a PKI role,
+    credentials from a secrets engine): its data, and its lease when it has one."""
+
+    data: dict[str, Any]
+    """The response's data (secret: never logged; repr shows the names only)."""
+    lease_id: str
+    """"" when the response has no lease (PKI issues certificates without one)."""
+    duration: float
+    renewable: bool
+    issued_at: float = field(default_factory=time.time, compare=False)
+
+    def __repr__(self) -> str:
+        return f"Leased(data={sorted(self.data)!r}, duration={self.duration:g})"
+
+
+@dataclass(frozen=True)
+class LeaseGrant:
+    """A renewed lease: how long it now lasts (possibly cut short by the max TTL)."""
+
+    duration: float
+    renewable: bool
+    started: float | None = None
+    """From a lookup: when the current period began (the last renewal, else the issue)."""
+
+
+@runtime_checkable
+class LeaseProvider(Protocol):
+    """A store that issues things with a lifetime (Vault/OpenBao). Every call names the
+    binding's namespace: with kubernetes auth it logs in as that namespace's identity."""
+
+    def request(
+        self, path: str, *, method: str, parameters: dict[str, Any], namespace: str
+    ) -> Leased:
+        """GET or POST `path` (e.g. pki/issue/web, database/creds/app)."""
+        ...
+
+    def renew(self, lease_id: str, *, increment: float, namespace: str) -> LeaseGrant: ...
+
+    def revoke(self, lease_id: str, *, namespace: str) -> None: ...
+
+    def lookup(self, lease_id: str, *, namespace: str) -> LeaseGrant:
+        """The lease as the store knows it (`duration`: the time left)."""
+        ...
 
 
 @dataclass(frozen=True)

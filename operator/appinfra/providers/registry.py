@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from appinfra.api.operatorconfig import OperatorConfig, SecretStore
 from appinfra.providers import backends
 from appinfra.providers.access import access_problem
-from appinfra.providers.base import Forbidden, Kube, Provider, RemoteSecret, UnknownStore
+from appinfra.providers.base import (
+    Forbidden,
+    Kube,
+    LeaseProvider,
+    Provider,
+    RemoteSecret,
+    UnknownStore,
+)
 from appinfra.providers.shared import SharedReads
 
 log = logging.getLogger(__name__)
@@ -113,6 +120,22 @@ class Providers:
             if old.get(name) is not entry:
                 for problem in entry.provider.validate():
                     log.warning("secret store %s: %s", name, problem)
+
+    def leases(self, store: str, namespace: str, key: str) -> LeaseProvider:
+        """The store, to issue, renew or revoke something whose path (or lease id) is `key`,
+        for a binding in `namespace`. The access rules are checked here, before the caller
+        can send anything; never shared between bindings (each gets its own certificate
+        or credentials), but the login behind it is, as for reads (Provider.identity)."""
+        entry = self._store(store)
+        problem = access_problem(store, entry.config, namespace, key)
+        if problem is not None:
+            raise Forbidden(problem)
+        if not isinstance(entry.provider, LeaseProvider):
+            raise Forbidden(
+                f"store {store!r} cannot issue certificates or leased credentials: pki and "
+                "dynamic need a vault store"
+            )
+        return entry.provider
 
     def store_names(self) -> list[str]:
         with self._lock:

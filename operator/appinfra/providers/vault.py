@@ -11,6 +11,7 @@ namespace therefore has its own token.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 import ssl
@@ -31,6 +32,8 @@ from appinfra.providers.base import (
     BackendUnavailable,
     Forbidden,
     Kube,
+    Leased,
+    LeaseGrant,
     ProviderError,
     RemoteSecret,
     SecretNotFound,
@@ -60,9 +63,12 @@ _UNAVAILABLE = {
 }
 
 
-def vault_error(exc: Exception, store: str, action: str) -> ProviderError:
+def vault_error(
+    exc: Exception, store: str, action: str, no_route: str = "check kv.mount and kv.version"
+) -> ProviderError:
     """Our error for a failed request; only the exception's type and Vault's error codes are
-    looked at, its text (which may quote a request) is dropped."""
+    looked at, its text (which may quote a request) is dropped. `no_route`: what to check
+    when nothing is mounted at the path."""
     prefix = f"vault store {store!r}"
     if isinstance(exc, requests.exceptions.SSLError):
         return BackendUnavailable(f"{prefix}: TLS verification failed {action}; check caBundle")
@@ -73,9 +79,8 @@ def vault_error(exc: Exception, store: str, action: str) -> ProviderError:
     if isinstance(exc, hvac.exceptions.InvalidPath):
         if any("no handler for route" in str(error) for error in exc.errors or ()):
             # A wrong mount, not a deleted secret: must not trigger deletionPolicy: Delete.
-            return Forbidden(
-                f"{prefix}: no KV engine is mounted for {action}; check kv.mount and kv.version"
-            )
+            what = "no KV engine is" if "kv." in no_route else "nothing is"
+            return Forbidden(f"{prefix}: {what} mounted for {action}; {no_route}")
         return SecretNotFound(f"{prefix}: nothing found {action}")
     if isinstance(exc, hvac.exceptions.Forbidden | hvac.exceptions.Unauthorized):
         return Forbidden(f"{prefix}: permission denied {action}")
@@ -184,6 +189,74 @@ class VaultProvider:
                 login.client.token = ""
         self._ensure_token(login, namespace)
         return self._read(login.client, key, kv_version)
+
+    def request(
+        self, path: str, *, method: str, parameters: dict[str, Any], namespace: str
+    ) -> Leased:
+        """One GET or POST to `path`; the caller checked the path against the store's rules.
+        A POST that issues is sent again only when the first was refused (a stale token)."""
+        action = f"{'reading' if method == 'GET' else 'writing'} {path}"
+
+        def send(client: Any) -> Any:
+            if method == "GET":
+                return client.read(path)
+            return client.write_data(path, data=parameters)
+
+        response = self._as(namespace, "issue", action, send)
+        if not isinstance(response, dict) or not isinstance(response.get("data"), dict):
+            raise SecretNotFound(f"vault store {self._name!r}: nothing returned {action}")
+        return Leased(
+            data=dict(response["data"]),
+            lease_id=str(response.get("lease_id") or ""),
+            duration=float(response.get("lease_duration") or 0),
+            renewable=bool(response.get("renewable")),
+        )
+
+    def renew(self, lease_id: str, *, increment: float, namespace: str) -> LeaseGrant:
+        action = f"renewing a lease of {lease_id.rsplit('/', 1)[0]}"
+        response = self._as(
+            namespace,
+            "renew_lease",
+            action,
+            lambda client: client.sys.renew_lease(lease_id, increment=int(increment)),
+        )
+        return LeaseGrant(
+            duration=float(response.get("lease_duration") or 0),
+            renewable=bool(response.get("renewable")),
+        )
+
+    def revoke(self, lease_id: str, *, namespace: str) -> None:
+        action = f"revoking a lease of {lease_id.rsplit('/', 1)[0]}"
+        self._as(namespace, "revoke_lease", action, lambda c: c.sys.revoke_lease(lease_id))
+
+    def lookup(self, lease_id: str, *, namespace: str) -> LeaseGrant:
+        action = f"looking up a lease of {lease_id.rsplit('/', 1)[0]}"
+        response = self._as(namespace, "lookup_lease", action, lambda c: c.sys.read_lease(lease_id))
+        data = response.get("data") or {}
+        started = _epoch(data.get("last_renewal") or data.get("issue_time"))
+        return LeaseGrant(
+            duration=float(data.get("ttl") or 0),
+            renewable=bool(data.get("renewable")),
+            started=started,
+        )
+
+    def _as(self, namespace: str, operation: str, action: str, send: Callable[[Any], T]) -> T:
+        """`send` with this namespace's token; once more after a fresh login if a cached
+        token was refused (its policies may be outdated, or it was revoked)."""
+        login = self._login_for(namespace)
+        fresh = self._ensure_token(login, namespace)
+        used = login.client.token
+        hint = "check the mount and path in the binding"
+        try:
+            return self._call(operation, action, lambda: send(login.client), hint)
+        except Forbidden:
+            if fresh:
+                raise
+        with login.lock:
+            if login.client.token == used:
+                login.client.token = ""
+        self._ensure_token(login, namespace)
+        return self._call(operation, action, lambda: send(login.client), hint)
 
     def validate(self) -> list[str]:
         problems = []
@@ -327,9 +400,19 @@ class VaultProvider:
         log.debug("vault store %s: logged in (lease %gs)", self._name, grant.lease)
         return grant
 
-    def _call(self, operation: str, action: str, request: Callable[[], T]) -> T:
+    def _call(
+        self,
+        operation: str,
+        action: str,
+        request: Callable[[], T],
+        no_route: str = "check kv.mount and kv.version",
+    ) -> T:
         return call_backend(
-            self._name, operation, request, _CATCH, lambda exc: vault_error(exc, self._name, action)
+            self._name,
+            operation,
+            request,
+            _CATCH,
+            lambda exc: vault_error(exc, self._name, action, no_route),
         )
 
 
@@ -339,3 +422,15 @@ def _write_ca_bundle(store: str, pem: str) -> str:
     with os.fdopen(fd, "w") as file:
         file.write(pem)
     return path
+
+
+def _epoch(stamp: Any) -> float | None:
+    """Epoch seconds of Vault's RFC 3339 times (nanoseconds, "Z"), or None."""
+    if not isinstance(stamp, str) or not stamp:
+        return None
+    head = stamp.rstrip("Z").partition(".")[0]
+    try:
+        parsed = datetime.datetime.fromisoformat(head)
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=datetime.UTC).timestamp()

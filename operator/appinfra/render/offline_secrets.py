@@ -12,7 +12,7 @@ import jinja2
 from jinja2 import meta
 
 from appinfra.api.kinds import SECRET_BINDING
-from appinfra.api.names import MERGE_OPT_IN, SECRET_HASH, Obj, field_manager
+from appinfra.api.names import LEASE_ID_KEY, MERGE_OPT_IN, SECRET_HASH, Obj, field_manager
 from appinfra.api.secretbinding import SecretBindingSpec
 from appinfra.api.validation import parse_spec
 from appinfra.providers.access import access_problem
@@ -24,13 +24,15 @@ from appinfra.render.secretbinding import (
     ExtractError,
     Fetch,
     TooManyKeys,
+    checked_keys,
     fetches,
+    lifetime_key,
     render_consumer,
     render_secret,
     secret_data,
     target_name,
 )
-from appinfra.render.templates import TemplateError
+from appinfra.render.templates import TemplateError, render_template
 
 HMAC_PLACEHOLDER = "<HMAC of the Secret's data, computed at each sync>"
 PLACEHOLDER_NOTE = (
@@ -92,6 +94,40 @@ def placeholder_reads(spec: SecretBindingSpec) -> dict[Fetch, RemoteSecret]:
     }
 
 
+def lifetime_placeholders(spec: SecretBindingSpec) -> tuple[dict[str, str], list[str]]:
+    """pki and dynamic: the Secret's keys with placeholders for what the store would issue,
+    and notes on what offline rendering cannot know."""
+    store, path = spec.store, lifetime_key(spec) or ""
+    if spec.pki is not None:
+        pki = spec.pki
+        sans = ", ".join([pki.common_name, *pki.alt_names, *pki.ip_sans])
+        data = {
+            "tls.crt": f"<issued by {store}: {path}: certificate for {sans}, then its chain>",
+            "tls.key": f"<issued by {store}: {path}: the certificate's private key>",
+            "ca.crt": f"<issued by {store}: {path}: the issuing CA>",
+        }
+        when = (
+            f"{pki.renew_before} before notAfter"
+            if pki.renew_before
+            else f"at {pki.renew_percent}% of its lifetime"
+        )
+        note = f"pki: renewed {when} (jittered per binding)"
+        if spec.target_ref is not None and spec.rollout_on_change:
+            note += f", each renewal rolling out Deployment {spec.target_ref.name}"
+        return data, [note]
+    dynamic = spec.dynamic
+    assert dynamic is not None
+    fields = sorted(template_names(spec))
+    data = {name: f"<issued by {store}: {path}#{name}>" for name in fields}
+    data[LEASE_ID_KEY] = f"<lease id from {store}: {path}>"
+    note = (
+        f"dynamic: every field of the data {path} returns becomes a key (only those the "
+        f"templates read are shown); the lease is renewed at {dynamic.renew_percent}% of its "
+        "duration and issued anew at its max TTL"
+    )
+    return data, [note]
+
+
 def _store_problem(
     spec: SecretBindingSpec, namespace: str, inputs: Inputs
 ) -> tuple[str, str] | None:
@@ -99,8 +135,8 @@ def _store_problem(
     stores = inputs.config.secret_stores
     if spec.store not in stores:
         return "Invalid", messages.store_not_configured(spec.store, sorted(stores))
-    for read in fetches(spec):
-        refused = access_problem(spec.store, stores[spec.store], namespace, read.key)
+    for key in checked_keys(spec):
+        refused = access_problem(spec.store, stores[spec.store], namespace, key)
         if refused:
             return "Forbidden", refused
     return None
@@ -139,7 +175,15 @@ def render_secretbinding(doc: Obj, owner: Owner, inputs: Inputs) -> Outcome:
             "in this namespace is not checked"
         )
     try:
-        data = secret_data(spec, placeholder_reads(spec), tenant=owner.namespace)
+        if spec.pki is not None or spec.dynamic is not None:
+            data, notes = lifetime_placeholders(spec)
+            out.notes.extend(notes)
+            template = spec.target.template
+            for key, source in (template.data if template is not None else {}).items():
+                where = f"spec.target.template.data.{key}"
+                data[key] = render_template(where, source, data, tenant=owner.namespace)
+        else:
+            data = secret_data(spec, placeholder_reads(spec), tenant=owner.namespace)
     except TooManyKeys as exc:
         return out.fail("TooManyKeys", str(exc))
     except ExtractError as exc:

@@ -67,6 +67,22 @@ def fetches(spec: SecretBindingSpec) -> list[Fetch]:
     return list(dict.fromkeys(wanted))
 
 
+def lifetime_key(spec: SecretBindingSpec) -> str | None:
+    """The store path a pki or dynamic binding sends its requests to, checked against the
+    store's keyPrefix like a KV key: <mount>/issue/<role> for pki, the path for dynamic."""
+    if spec.pki is not None:
+        return f"{spec.pki.mount}/issue/{spec.pki.role}"
+    if spec.dynamic is not None:
+        return spec.dynamic.path
+    return None
+
+
+def checked_keys(spec: SecretBindingSpec) -> list[str]:
+    """Every path of the store the binding touches, for the access rules."""
+    key = lifetime_key(spec)
+    return [f.key for f in fetches(spec)] + ([key] if key else [])
+
+
 def _as_text(value: Any) -> str:
     if isinstance(value, str):
         return value
@@ -177,8 +193,14 @@ def target_name(spec: SecretBindingSpec, binding: str) -> str:
     return spec.target.name or binding
 
 
-def render_secret(owner: Owner, spec: SecretBindingSpec, data: Mapping[str, str]) -> Obj:
-    """The Secret intent. With creationPolicy Merge: only our keys and no ownership."""
+def render_secret(
+    owner: Owner,
+    spec: SecretBindingSpec,
+    data: Mapping[str, str],
+    annotations: Mapping[str, str] | None = None,
+) -> Obj:
+    """The Secret intent. With creationPolicy Merge: only our keys and no ownership.
+    `annotations`: appinfra's own (pki and dynamic: what the data was issued for)."""
     encoded = {
         k: base64.b64encode(v.encode("utf-8", "surrogateescape")).decode() for k, v in data.items()
     }
@@ -191,7 +213,8 @@ def render_secret(owner: Owner, spec: SecretBindingSpec, data: Mapping[str, str]
             "metadata": {"name": name, "namespace": owner.namespace},
             "data": encoded,
         }
-    obj = child(owner, "v1", "Secret", name, type=spec.target.type, data=encoded)
+    kind = "kubernetes.io/tls" if spec.pki is not None else spec.target.type
+    obj = child(owner, "v1", "Secret", name, type=kind, data=encoded)
     meta = obj["metadata"]
     if spec.target.creation_policy == "Orphan":
         meta.pop("ownerReferences", None)
@@ -199,6 +222,8 @@ def render_secret(owner: Owner, spec: SecretBindingSpec, data: Mapping[str, str]
         meta["labels"] = {**template.labels, **meta["labels"]}
         if template.annotations:
             meta["annotations"] = dict(template.annotations)
+    if annotations:
+        meta["annotations"] = {**meta.get("annotations", {}), **annotations}
     return obj
 
 

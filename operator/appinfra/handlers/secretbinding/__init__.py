@@ -5,6 +5,9 @@ Rules that shape this code:
 - A backend failure never touches the target Secret: it is written only after
   every read succeeded and the data rendered completely.
 - Forbidden (namespace or key prefix) is decided before any backend call.
+- pki and dynamic (secrets with a lifetime) are issued, renewed and revoked in
+  lifetime.py: the same checks and Secret, scheduled by the lifetime instead of
+  refreshInterval.
 - Refreshes fall on a per-key grid (providers/schedule.py), so bindings of one key
   share one read; failures back off exponentially with jitter and a cap (the work
   queue's backoff, declared with this kind's controller below).
@@ -19,6 +22,7 @@ from appinfra.api.kinds import SECRET_BINDING
 from appinfra.api.secretbinding import SecretBindingSpec
 from appinfra.config import Tuning
 from appinfra.controller import Controller, Runtime
+from appinfra.handlers.secretbinding import lifetime
 from appinfra.handlers.secretbinding.secret import Matches
 from appinfra.handlers.secretbinding.sync import Sync
 from appinfra.kube.backoff import Backoff
@@ -35,7 +39,9 @@ def reconcile(rt: Runtime, namespace: str, name: str, matches: Matches) -> Reque
         forget_secretbinding(namespace, name)  # no series outlives its binding
         return None
     if body["metadata"].get("deletionTimestamp"):
-        # Release the consumer's fields (an owned Secret goes by garbage collection).
+        # Revoke what pki/dynamic issued (revokeOnDelete), release the consumer's fields
+        # (an owned Secret goes by garbage collection).
+        body = lifetime.release(rt, body)
         rt.release_target(SECRETBINDING, body)
         return None
     spec = rt.admit(SECRETBINDING, SECRET_BINDING, body, check=_store_known(rt),
@@ -49,6 +55,8 @@ def reconcile(rt: Runtime, namespace: str, name: str, matches: Matches) -> Reque
     wait = sync.due()
     if wait > 0:
         return None if wait == float("inf") else Requeue(wait)
+    if spec.pki is not None or spec.dynamic is not None:
+        return lifetime.Lifetime(sync).run()  # renewal times come from the lifetime
     fetched = sync.fetch()
     data = sync.render(fetched)
     if data is None:

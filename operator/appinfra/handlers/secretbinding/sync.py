@@ -29,7 +29,9 @@ from appinfra.render.secretbinding import (
     Fetch,
     TooManyKeys,
     applied_annotation,
+    checked_keys,
     fetches,
+    lifetime_key,
     render_consumer,
     render_secret,
     secret_data,
@@ -127,10 +129,17 @@ class Sync:
     def allowed(self) -> bool:
         """Every key within the store's rules for this namespace; decided before any
         backend call, and re-checked when the spec or the configuration changes."""
-        for fetch in self.needed:
-            refused = self.rt.providers.check_access(self.spec.store, self.namespace, fetch.key)
+        for key in checked_keys(self.spec):
+            refused = self.rt.providers.check_access(self.spec.store, self.namespace, key)
             if refused:
                 self.failed("Forbidden", refused)
+                return False
+        lifetime = lifetime_key(self.spec)
+        if lifetime is not None:
+            try:  # a store that cannot issue (aws) is refused here too, before any call
+                self.rt.providers.leases(self.spec.store, self.namespace, lifetime)
+            except ProviderError as exc:
+                self.failed("Forbidden", str(exc))
                 return False
         return True
 
@@ -211,14 +220,14 @@ class Sync:
             self.failed("TemplateError", str(exc))  # until the spec changes
         return None
 
-    def write(self, data: dict[str, str]) -> str | None:
+    def write(self, data: dict[str, str], annotations: dict[str, str] | None = None) -> str | None:
         """Write the Secret if it differs; its HMAC, or None after reporting a conflict."""
         try:
             # A manager per binding on the Secret: with Merge, two bindings writing keys
             # into one Secret must not remove each other's keys.
             written, changed = self.rt.ensure_child(
                 self.owner,
-                render_secret(self.owner, self.spec, data),
+                render_secret(self.owner, self.spec, data, annotations),
                 f"{MANAGER}/{self.name}",
                 applied_annotation(self.name),
                 live=self.live,
