@@ -73,7 +73,7 @@ test-unit: venv helm luahealth promtool ## unit tests only (no servers)
 
 # PostgreSQL for the SecretBinding dynamic tests (OpenBao's database engine): Debian's
 # package, installed here when missing (needs root, as on CI); the tests start it.
-postgres:
+postgres: ## install Debian's postgresql if missing (the dynamic-credentials e2e tests run a real PostgreSQL)
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
 		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; }
 
