@@ -306,3 +306,36 @@ def test_scoping_refuses_before_any_backend_call(
     assert other not in paths
     assert f"database/creds/{namespace}-app" not in paths
     assert get(cluster, "secret", namespace, "outside") is None
+
+
+def test_a_changed_request_revokes_the_replaced_lease_only_with_revoke_on_reissue(
+    cluster: Cluster, stores: Stores, database: Postgres, namespace: str
+) -> None:
+    """A new path (another role) issues new credentials. The lease they replace is left
+    to expire by default (pods that have not rolled yet still use it), and revoked at
+    once with revokeOnReissue: OpenBao shows it gone and PostgreSQL its role dropped."""
+    for role in ("app", "other"):
+        database_role(stores.bao, f"{namespace}-{role}", ttl="1h", max_ttl="2h")
+    apply(cluster, dynamic_binding(namespace, "db"))
+    wait_condition(cluster, SB, namespace, "db", "Ready", "True")
+    first = values(cluster, namespace, "db")
+
+    def switch(role: str, revoke: bool, old: dict[str, str]) -> dict[str, str]:
+        spec = {"path": f"database/creds/{namespace}-{role}", "revokeOnReissue": revoke}
+        cluster.kubectl("-n", namespace, "patch", SB, "db", "--type=merge",
+                        "-p", json.dumps({"spec": {"dynamic": spec}}))  # fmt: skip
+        wait_until(lambda: values(cluster, namespace, "db").get(LEASE_KEY) != old[LEASE_KEY],
+                   30, f"credentials issued for {role}")  # fmt: skip
+        new = values(cluster, namespace, "db")
+        assert database.can_log_in(new["username"], new["password"])
+        return new
+
+    second = switch("other", False, first)
+    time.sleep(2)  # a revocation would have been sent right after the write
+    assert lookup(stores.bao, first[LEASE_KEY]) is not None, "revoked without revokeOnReissue"
+    assert database.can_log_in(first["username"], first["password"])
+
+    switch("app", True, second)
+    wait_until(lambda: lookup(stores.bao, second[LEASE_KEY]) is None, 20,
+               "the replaced lease revoked")  # fmt: skip
+    assert second["username"] not in database.roles()

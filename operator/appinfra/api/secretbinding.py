@@ -262,7 +262,8 @@ class DynamicSource(ApiModel):
     )
     revoke_on_reissue: bool = Field(
         default=False,
-        description="Revoke the previous lease as soon as the new credentials are written. "
+        description="Revoke the previous lease as soon as the new credentials are written "
+        "(issued anew at the max TTL, or because the request in the spec changed). "
         "Off by default: pods still running with the old credentials keep working until they "
         "roll out, and the old lease expires at its max TTL.",
     )

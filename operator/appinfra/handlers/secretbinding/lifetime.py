@@ -122,11 +122,17 @@ class Lifetime:
         sync = self.sync
         sync.body = keep_finalizer(self.rt, sync.body, wants_finalizer(self.spec))
         values, annotations = secret_values(self.rt, sync.live)
+        replaced = ""
         if annotations.get(ISSUED_FOR) != issued_for(self.spec) or not self._untouched(values):
-            values = {}  # issued for another request, or edited since: issue anew
+            # Issued for another request (the spec changed), or edited since: issue anew.
+            # The lease it held is ours to revoke only if status recorded it.
+            replaced = self._recorded_lease(values)
+            values = {}
         plan = self._pki(values) if self.spec.pki is not None else self._dynamic(values)
         if plan is None:
             return None
+        if plan.issued and not plan.old_lease:
+            plan.old_lease = replaced
         try:
             digest = sync.write(plan.data, annotations={ISSUED_FOR: issued_for(self.spec)})
         except BaseException:
@@ -155,6 +161,13 @@ class Lifetime:
         except ProviderError as exc:
             log.info("SecretBinding %s/%s: unwritten credentials not revoked: %s",
                      self.namespace, self.name, exc)  # fmt: skip
+
+    def _recorded_lease(self, values: dict[str, str]) -> str:
+        """The lease id in the Secret if it is the one status recorded (by its hash), else
+        "": a lease id someone wrote into the Secret is never revoked by us."""
+        lease_id = values.get(LEASE_ID_KEY, "")
+        recorded = (self.status.get("lease") or {}).get("idHash")
+        return lease_id if lease_id and recorded == lease_hash(lease_id) else ""
 
     def _untouched(self, values: dict[str, str]) -> bool:
         """The Secret holds what this binding last wrote (its HMAC in status), or status does
