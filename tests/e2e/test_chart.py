@@ -31,7 +31,7 @@ from kubernetes import client
 
 from tests.e2e.conftest import Operator
 from tests.support.kube import Cluster
-from tests.support.objects import apply, deployment
+from tests.support.objects import apply, deployment, frozen
 from tests.support.rbac import chart_rules, service_account_kubeconfig
 from tests.support.servers import wait_until
 from tests.unit.test_chart import (
@@ -572,54 +572,13 @@ def test_the_documented_command_upgrades_the_crds(
 
 # --- Events -------------------------------------------------------------------------------------
 
-FROZEN = "appinfra-e2e-frozen-configmaps"
-
 
 @pytest.fixture
 def frozen_configmaps(crds: Cluster, namespace: str) -> Iterator[str]:
-    """A ValidatingAdmissionPolicy refusing (403) appinfra's ConfigMaps in `namespace`:
-    a failure that stays the same however often the operator retries."""
-    name = f"{FROZEN}-{namespace}"
-    policy = {
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": name},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{
-                "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
-                "resources": ["configmaps"]}]},
-            "validations": [{"expression": "false", "reason": "Forbidden",
-                             "message": "ConfigMaps are frozen here"}],
-        },
-    }  # fmt: skip
-    binding = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": name},
-        "spec": {
-            "policyName": name, "validationActions": ["Deny"],
-            "matchResources": {
-                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-                "objectSelector": {"matchLabels": {"app.kubernetes.io/managed-by": "appinfra"}},
-            },
-        },
-    }  # fmt: skip
-    apply(crds, policy, binding)
-    probe = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
-        "name": "probe", "namespace": namespace,
-        "labels": {"app.kubernetes.io/managed-by": "appinfra"}}}  # fmt: skip
-
-    def refused() -> bool:
-        proc = crds.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(probe),
-                            check=False)  # fmt: skip
-        return proc.returncode != 0 and "frozen" in proc.stderr
-
-    wait_until(refused, 30, "the admission policy in force")
-    try:
+    """appinfra's ConfigMaps in `namespace` refused (403) by an admission policy."""
+    with frozen(crds, namespace, "configmaps", "ConfigMap",
+                {"app.kubernetes.io/managed-by": "appinfra"}):  # fmt: skip
         yield namespace
-    finally:
-        crds.kubectl("delete", "validatingadmissionpolicybinding", name, check=False)
-        crds.kubectl("delete", "validatingadmissionpolicy", name, check=False)
 
 
 def test_a_repeated_failure_is_one_event_whose_count_grows(

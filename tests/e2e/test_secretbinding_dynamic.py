@@ -33,6 +33,7 @@ from tests.support.objects import (
     condition,
     deployment,
     events_for,
+    frozen,
     get,
     wait_condition,
     wait_gone,
@@ -239,37 +240,7 @@ def test_credentials_that_cannot_be_written_are_revoked(
     """The API server refuses the Secret (a ValidatingAdmissionPolicy, as a frozen
     namespace would): every credential issued for it is revoked at once, none is left
     behind in PostgreSQL while the binding retries."""
-    name = f"appinfra-e2e-frozen-secrets-{namespace}"
-    policy = {
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": name},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{
-                "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
-                "resources": ["secrets"]}]},
-            "validations": [{"expression": "false", "reason": "Forbidden",
-                             "message": "Secrets are frozen here"}],
-        },
-    }  # fmt: skip
-    vap_binding = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": name},
-        "spec": {"policyName": name, "validationActions": ["Deny"], "matchResources": {
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}},
-    }  # fmt: skip
-    apply(cluster, policy, vap_binding)
-    probe = {"apiVersion": "v1", "kind": "Secret",
-             "metadata": {"name": "p", "namespace": namespace}}  # fmt: skip
-
-    def refused() -> bool:
-        proc = cluster.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(probe),
-                               check=False)  # fmt: skip
-        return proc.returncode != 0 and "frozen" in proc.stderr
-
-    try:
-        wait_until(refused, 30, "the admission policy in force")
+    with frozen(cluster, namespace, "secrets", "Secret"):
         role = f"{namespace}-app"
         database_role(stores.bao, role, ttl="1h", max_ttl="2h")
         apply(cluster, dynamic_binding(namespace, "db"))
@@ -285,9 +256,6 @@ def test_credentials_that_cannot_be_written_are_revoked(
         # At most one in flight (issued, not yet refused and revoked); never one per retry.
         assert issued >= 2 and len(left) <= 1, (issued, left)
         assert get(cluster, "secret", namespace, "db") is None
-    finally:
-        cluster.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy",
-                        name, "--ignore-not-found")  # fmt: skip
 
 
 def test_scoping_refuses_before_any_backend_call(

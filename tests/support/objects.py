@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from tests.support.kube import Cluster
@@ -152,3 +154,50 @@ def spec_and_our_writes(obj: Obj | None) -> tuple[Any, dict[str, str]]:
         if m["manager"].startswith("appinfra")
     }
     return meta.get("generation"), ours
+
+
+@contextlib.contextmanager
+def frozen(
+    cluster: Cluster, namespace: str, plural: str, kind: str, labels: dict[str, str] | None = None
+) -> Iterator[None]:
+    """A ValidatingAdmissionPolicy refusing (403) every create and update of core/v1
+    `plural` in `namespace` (those with `labels`, when given): a failure that stays the
+    same however often the operator retries, as a frozen namespace would. In force (a
+    server-side dry run is refused) on entry; removed on exit."""
+    name = f"appinfra-e2e-frozen-{plural}-{namespace}"
+    match: Obj = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+    if labels:
+        match["objectSelector"] = {"matchLabels": labels}
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                "resources": [plural]}]},
+            "validations": [{"expression": "false", "reason": "Forbidden",
+                             "message": f"{kind}s are frozen here"}],
+        },
+    }  # fmt: skip
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"], "matchResources": match},
+    }
+    meta = {"name": "probe", "namespace": namespace, "labels": labels or {}}
+    probe = {"apiVersion": "v1", "kind": kind, "metadata": meta}
+
+    def refused() -> bool:
+        proc = cluster.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(probe),
+                               check=False)  # fmt: skip
+        return proc.returncode != 0 and "frozen" in proc.stderr
+
+    try:
+        apply(cluster, policy, binding)
+        wait_until(refused, 30, "the admission policy in force")
+        yield
+    finally:
+        cluster.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy",
+                        name, "--ignore-not-found", check=False)  # fmt: skip

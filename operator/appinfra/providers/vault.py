@@ -174,21 +174,7 @@ class VaultProvider:
                 "name one secret, whose every property becomes a key"
             )
         kv_version = self._kv_version(key, version)
-        login = self._login_for(namespace)
-        fresh = self._ensure_token(login, namespace)
-        used = login.client.token
-        try:
-            return self._read(login.client, key, kv_version)
-        except Forbidden:
-            if fresh:
-                raise
-        # The token was cached: its policies may be outdated or it was revoked. Once more
-        # with a new login; a second refusal is the policy's answer.
-        with login.lock:
-            if login.client.token == used:
-                login.client.token = ""
-        self._ensure_token(login, namespace)
-        return self._read(login.client, key, kv_version)
+        return self._with_token(namespace, lambda client: self._read(client, key, kv_version))
 
     def request(
         self, path: str, *, method: str, parameters: dict[str, Any], namespace: str
@@ -243,12 +229,20 @@ class VaultProvider:
     def _as(self, namespace: str, operation: str, action: str, send: Callable[[Any], T]) -> T:
         """`send` with this namespace's token; once more after a fresh login if a cached
         token was refused (its policies may be outdated, or it was revoked)."""
+        hint = "check the mount and path in the binding"
+        return self._with_token(
+            namespace, lambda client: self._call(operation, action, lambda: send(client), hint)
+        )
+
+    def _with_token(self, namespace: str, call: Callable[[Any], T]) -> T:
+        """`call(client)` with this namespace's token. If a cached token is refused (its
+        policies may be outdated, or it was revoked), once more after a new login; a
+        refusal of a fresh token, or a second one, is the policy's answer."""
         login = self._login_for(namespace)
         fresh = self._ensure_token(login, namespace)
         used = login.client.token
-        hint = "check the mount and path in the binding"
         try:
-            return self._call(operation, action, lambda: send(login.client), hint)
+            return call(login.client)
         except Forbidden:
             if fresh:
                 raise
@@ -256,7 +250,7 @@ class VaultProvider:
             if login.client.token == used:
                 login.client.token = ""
         self._ensure_token(login, namespace)
-        return self._call(operation, action, lambda: send(login.client), hint)
+        return call(login.client)
 
     def validate(self) -> list[str]:
         problems = []
