@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: help venv controlplane helm luahealth envoy-ratelimit promtool prometheus-crds cluster run test test-unit test-e2e \
-	test-envoy-ratelimit lint format crds bench kind-up clean rbac-ablation postgres
+	test-envoy-ratelimit lint format crds bench bench-peers kind-up clean rbac-ablation postgres
 
 # `make help` prints the `## ` text on each target's line, in file order.
 help: ## this list (the default target)
@@ -93,6 +93,13 @@ test-envoy-ratelimit: venv envoy-ratelimit ## the EnvoyRateLimit config in the r
 
 bench: venv controlplane ## benchmarks (not in make test; about 10 minutes, plus the first build)
 	$(VENV)/bin/python bench/run.py
+
+# External Secrets Operator v0.16.2 from its Go module (bench/eso; bench/build-eso.sh: about
+# 320 MB of module downloads and a long first compile, then skipped while unchanged), then
+# appinfra and ESO in turn on the same 1,000 bindings, control plane and OpenBao (bench/peers.py).
+bench-peers: venv controlplane ## appinfra vs External Secrets Operator, side by side (not in make test; ~25 min + ESO build)
+	bench/build-eso.sh
+	$(VENV)/bin/python bench/peers.py $(PEERS_ARGS)
 
 # Least privilege, proven: one chart permission removed at a time, the scenario that breaks
 # printed for each (tests/support/rbac_ablation.py). Not part of `make test`; see README.
