@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import datetime
 import json
 import os
@@ -48,6 +49,7 @@ RESULTS = REPO / "bench" / "results"
 PREFIX = "bench-peer"
 SECRET_HASH = "appinfra.dev/secret-hash"  # appinfra/api/names.py SECRET_HASH
 WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION")
+HEARTBEATS = ("leases", "nodes/status")
 
 
 def served(api: Api) -> dict[str, float]:
@@ -67,10 +69,11 @@ def moved(before: dict[str, float], after: dict[str, float]) -> dict[str, float]
 
 
 def writes(requests: dict[str, float]) -> dict[str, float]:
-    """Write requests, Leases left out (the control plane's components renew theirs)."""
+    """Write requests, heartbeats left out: Leases and Node status (the control plane's
+    components and its node agent renew theirs on their own schedule)."""
     return {
         k: v for k, v in requests.items()
-        if k.split(" ")[0] in WRITE_VERBS and not k.split(" ")[1].startswith("leases")
+        if k.split(" ")[0] in WRITE_VERBS and k.split(" ")[1] not in HEARTBEATS
     }  # fmt: skip
 
 
@@ -197,24 +200,24 @@ class PeerBench:
             time.sleep(0.5 if done >= 0.9 * total else 1.0)
         raise TimeoutError(f"not every Secret synced after {timeout:.0f}s")
 
-    def rolled_out(self) -> dict[tuple[str, str], str]:
-        """Deployments whose rollout finished (as `kubectl rollout status` decides: the
-        controller observed the generation and every replica is updated and available),
-        with their secret-hash annotation."""
+    def deployments(self) -> dict[tuple[str, str], tuple[str, bool]]:
+        """Every consumer Deployment: its secret-hash annotation, and whether its rollout
+        finished (as `kubectl rollout status` decides: the controller observed the
+        generation and every replica is updated and available)."""
         out = {}
         for d in self.api.list(path("apps/v1", "deployments")):
             meta, spec, status = d["metadata"], d["spec"], d.get("status") or {}
             if not meta["namespace"].startswith(PREFIX):
                 continue
-            replicas = spec.get("replicas", 1)
-            if (
+            updated = status.get("updatedReplicas", 0)
+            done = (
                 status.get("observedGeneration", 0) >= meta["generation"]
-                and status.get("updatedReplicas", 0) >= replicas
-                and status.get("replicas", 0) <= status.get("updatedReplicas", 0)
-                and status.get("availableReplicas", 0) >= status.get("updatedReplicas", 0)
-            ):
-                annotations = spec["template"]["metadata"].get("annotations") or {}
-                out[(meta["namespace"], meta["name"])] = annotations.get(SECRET_HASH, "")
+                and updated >= spec.get("replicas", 1)
+                and status.get("replicas", 0) <= updated
+                and status.get("availableReplicas", 0) >= updated
+            )
+            annotations = spec["template"]["metadata"].get("annotations") or {}
+            out[(meta["namespace"], meta["name"])] = (annotations.get(SECRET_HASH, ""), done)
         return out
 
     # --- one tool ---------------------------------------------------------------------------
@@ -259,10 +262,11 @@ class PeerBench:
             f"writes {sum(out['steady_writes'].values()):.0f}")  # fmt: skip
         # Rotation: every key changes; each Secret's clock starts when its key's write
         # started. Polled every 0.5 s (LIST of Secrets, and of Deployments for appinfra).
-        before = self.rolled_out() if rollout else {}
+        before = {b: h for b, (h, _) in self.deployments().items()} if rollout else {}
         started = self.write_keys()
         seen: dict[tuple[str, str], float] = {}
         rolled: dict[tuple[str, str], float] = {}
+        annotated: dict[tuple[str, str], float] = {}
         deadline = time.monotonic() + 2 * refresh + 120
         while time.monotonic() < deadline and (
             len(seen) < len(self.key_of) or (rollout and len(rolled) < len(self.key_of))
@@ -272,9 +276,11 @@ class PeerBench:
             for b in self.current():
                 seen.setdefault(b, now)
             if rollout:
-                for b, digest in self.rolled_out().items():
-                    if digest and digest != before.get(b) and b in seen:
-                        rolled.setdefault(b, now)
+                for b, (digest, done) in self.deployments().items():
+                    if digest and digest != before.get(b):
+                        annotated.setdefault(b, now)
+                        if done:
+                            rolled.setdefault(b, now)
             time.sleep(0.5)
         lat = [seen[b] - started[k] for b, k in self.key_of.items() if b in seen]
         out["rotation"] = {
@@ -286,6 +292,8 @@ class PeerBench:
         if rollout:
             rl = [rolled[b] - started[k] for b, k in self.key_of.items() if b in rolled]
             out["rotation_rollout"] = {"rolled_out": len(rl), **_percentiles(rl)}
+            an = [annotated[b] - started[k] for b, k in self.key_of.items() if b in annotated]
+            out["rotation_template"] = {"updated": len(an), **_percentiles(an)}
         say(f"  {name}: rotation {out['rotation']}")
         cpu4 = self.cpu(sid)
         out["cpu_seconds_total"] = round(cpu4.get("tool", 0) - cpu0.get("tool", 0), 1)
@@ -362,7 +370,10 @@ class PeerBench:
         for ns in sorted({s.namespace for s in self.slots}):
             for item in self.api.list(path("v1", "secrets", ns)):
                 if item["metadata"]["name"].endswith("-secret"):
-                    self.api.request("DELETE", path("v1", "secrets", ns, item["metadata"]["name"]))
+                    with contextlib.suppress(kubeapi.ApiError):  # already collected (owner gone)
+                        self.api.request(
+                            "DELETE", path("v1", "secrets", ns, item["metadata"]["name"])
+                        )
         _wait(lambda: not self.secret_values(), 120, "the target Secrets to be deleted", 1.0)
 
 
@@ -437,8 +448,8 @@ def table(report: dict[str, Any]) -> str:
         lambda x: f"{sum(x['first_sync_requests'].values()):.0f}")  # fmt: skip
     row("API requests served, one steady interval",
         lambda x: f"{sum(x['steady_requests'].values()):.0f}")  # fmt: skip
-    row("API writes, one steady (no-op) interval (no Leases)",
-        lambda x: f"{sum(x['steady_writes'].values()):.0f}")  # fmt: skip
+    row("API writes, one steady (no-op) interval (no heartbeats)",
+        lambda x: f"{sum(writes(x['steady_requests']).values()):.0f}")  # fmt: skip
     row("tool CPU: first sync / steady interval / whole run",
         lambda x: f"{x['first_sync_cpu'].get('tool', 0):.1f} / "
         f"{x['steady_cpu'].get('tool', 0):.1f} / {x['cpu_seconds_total']:.1f} s")  # fmt: skip
@@ -450,6 +461,14 @@ def table(report: dict[str, Any]) -> str:
         lambda x: f"{_ms_or_s(x['rotation']['p50_seconds'])} / "
         f"{_ms_or_s(x['rotation']['p99_seconds'])} "
         f"({x['rotation']['secrets_updated']}/{x['rotation']['of']})")  # fmt: skip
+    rows.append((
+        "rotation: consumer pod template updated, p50 / p99",
+        (f"{_ms_or_s(a['rotation_template']['p50_seconds'])} / "
+         f"{_ms_or_s(a['rotation_template']['p99_seconds'])} "
+         f"({a['rotation_template']['updated']}/{a['rotation']['of']})")
+        if a.get("rotation_template") else "-",
+        "no rollout (ESO does not restart consumers)",
+    ))  # fmt: skip
     rows.append((
         "rotation: consumer Deployment rolled out, p50 / p99",
         (f"{_ms_or_s(a['rotation_rollout']['p50_seconds'])} / "
@@ -483,6 +502,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--refresh-seconds", type=int, default=120, help="refreshInterval of both")
     p.add_argument("--only", choices=("appinfra", "eso"), help="run one tool (for iterating)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, data)")
+    p.add_argument("--table", type=Path, metavar="JSON", help="print the table of a past run")
     return p.parse_args(argv)
 
 
@@ -497,6 +517,9 @@ def openbao_version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.table:
+        print(table(json.loads(args.table.read_text())))
+        return 0
     if args.only != "appinfra" and not peertools.ESO_BIN.exists():
         print("bin/external-secrets is missing: run `make bench-peers` (bench/build-eso.sh)",
               file=sys.stderr)  # fmt: skip

@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import env
+import kubeapi
 from kubeapi import Obj
 from tests.support.servers import REPO, ServerProcess, free_port, http_ok, tool
 
 ESO_MODULE = "github.com/external-secrets/external-secrets"
 ESO_API = "external-secrets.io/v1"
 ESO_BIN = REPO / "bin" / "external-secrets"
+kubeapi.PLURALS.update({"SecretStore": "secretstores", "ExternalSecret": "externalsecrets"})
 
 
 def eso_version() -> str:
