@@ -97,7 +97,7 @@ bench: venv controlplane ## benchmarks (not in make test; about 10 minutes, plus
 # External Secrets Operator v0.16.2 from its Go module (bench/eso; bench/build-eso.sh: about
 # 320 MB of module downloads and a long first compile, then skipped while unchanged), then
 # appinfra and ESO in turn on the same 1,000 bindings, control plane and OpenBao (bench/peers.py).
-bench-peers: venv controlplane ## appinfra vs External Secrets Operator, side by side (not in make test; ~25 min + ESO build)
+bench-peers: venv controlplane ## appinfra vs External Secrets Operator, side by side (not in make test; ~17 min + the first ESO build)
 	bench/build-eso.sh
 	$(VENV)/bin/python bench/peers.py $(PEERS_ARGS)
 
