@@ -280,3 +280,27 @@ def machine() -> dict[str, Any]:
         "appinfra": version("appinfra"),
         "controlplane": dict(line.split(" ", 1) for line in versions.splitlines() if " " in line),
     }
+
+
+def pin_session(sid: int, cpus: set[int]) -> int:
+    """Pin every thread of every process in a session to `cpus` (a thread's affinity is
+    its own; threads started later inherit their creator's). Returns the threads pinned."""
+    pinned = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(_stat_fields(int(entry.name))[3]) != sid:
+                continue
+            for task in (entry / "task").iterdir():
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(int(task.name), cpus)
+                    pinned += 1
+    return pinned
+
+
+def pin_self(cpus: set[int]) -> None:
+    """Pin this process (every thread) to `cpus`; the processes it starts inherit it."""
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(task.name), cpus)

@@ -234,6 +234,12 @@ class Bench:
         plane, self.cluster = env.start_controlplane(self.workdir, self.procs)
         assert plane.process is not None and plane.process.proc is not None
         self.plane_pid = plane.process.proc.pid
+        if self.args.pin:
+            # The control plane on core 0; the bench, the plain client and the operator
+            # (started later, it inherits the bench's affinity) on core 1.
+            threads = env.pin_session(self.plane_pid, {0})
+            env.pin_self({1})
+            say(f"pinned: control plane ({threads} threads) on core 0, bench and clients on 1")
         env.install_crds(self.cluster)
         self.api = api = Api(self.cluster.kubeconfig, pool=2 * self.workers)
         say("starting OpenBao")
@@ -575,7 +581,12 @@ def table(report: dict[str, Any]) -> str:
         f"{m['memory_gib']} GiB RAM, Linux {m['kernel']}",
         f"  Python {m['python']}, kubernetes client {m['kubernetes_client']}, kopf {m['kopf']}; "
         f"Kubernetes {cp.get('kubernetes', '?')}, etcd {cp.get('etcd', '?')} "
-        f"(bin/controlplane, loopback); APPINFRA_WORKERS={report['parameters']['workers']}",
+        f"(bin/controlplane, loopback); APPINFRA_WORKERS={report['parameters']['workers']}"
+        + (
+            "; pinned: control plane on core 0, clients on core 1"
+            if report["parameters"].get("pin")
+            else "; shared CPU"
+        ),
         f"  appinfra at {report.get('revision', '?')}"
         + (
             f" (operator/ changed during the run: {report['revision_end']} at the end)"
@@ -700,6 +711,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--converge-only", action="store_true",
         help="stop after the convergence phase (plain client vs operator): for iterating",
+    )  # fmt: skip
+    p.add_argument(
+        "--pin", action="store_true",
+        help="control plane on core 0, the bench, plain client and operator on core 1 "
+        "(sched_setaffinity): the converge ratio without the two competing for CPU",
     )  # fmt: skip
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, data)")
     return p.parse_args(argv)  # fmt: skip
