@@ -147,7 +147,8 @@ def test_a_foreign_rule_of_the_same_name_is_conflicted_and_untouched(
         },
     }
     apply(cluster, deployment(namespace, "web"), foreign)
-    before = spec_and_our_writes(get(cluster, RULE, namespace, "web"))
+    original = get(cluster, RULE, namespace, "web")
+    before = spec_and_our_writes(original)
     apply(cluster, policy(namespace, "web", readiness=READINESS, alerts=ALERTS))
     hp = wait_condition(cluster, HP, namespace, "web", "Accepted", "False", "Conflicted")
     message = condition(hp, "Accepted")["message"]
@@ -158,6 +159,7 @@ def test_a_foreign_rule_of_the_same_name_is_conflicted_and_untouched(
     time.sleep(2)  # any write of ours would have landed by now
     live = get(cluster, RULE, namespace, "web")
     assert spec_and_our_writes(live) == before
+    assert live == original, "the foreign rule changed (not byte for byte the same)"
     assert live["spec"] == foreign["spec"] and "ownerReferences" not in live["metadata"]  # type: ignore[index]
     assert any(e["reason"] == "Conflicted" for e in events_for(cluster, namespace, "web"))
 

@@ -179,6 +179,7 @@ def test_a_foreign_servicemonitor_of_the_same_name_is_conflicted_and_untouched(
     after = get(cluster, SM, namespace, "shop")
     assert after is not None and before is not None
     assert spec_and_our_writes(after) == spec_and_our_writes(before)
+    assert after == before, "the foreign ServiceMonitor changed (not byte for byte the same)"
     assert after["spec"] == foreign["spec"] and after["metadata"]["labels"] == {"team": "sre"}
 
 
