@@ -9,6 +9,7 @@ guarantee is measured with this counter), and errors carry the API server's mess
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import urllib3
@@ -26,12 +27,17 @@ API_REQUESTS = Counter(
     ["verb", "resource"],
 )
 
+log = logging.getLogger(__name__)
+
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 # Field manager of our non-apply writes (status, finalizers, Events): named, so that
 # managedFields show who wrote, instead of the HTTP client's user agent.
 UPDATE_MANAGER = "appinfra"
 RELABEL_ATTEMPTS = 5  # see create_applied
+# etcd revisions (resourceVersions) are int64: none can equal this uint64, so an apply
+# carrying it as a precondition passes only when there is no object (create_applied).
+UNMATCHABLE_VERSION = str(2**64 - 1)
 
 
 class KubeError(Exception):
@@ -82,6 +88,9 @@ class Kube:
     def __init__(self, api: client.ApiClient, timeout: float = 30):
         self.api = api
         self.timeout = timeout
+        # Create children with one preconditioned apply (create_applied) until the server
+        # shows it does not support that; then with a POST and a relabel.
+        self.create_only_apply = True
 
     def request(
         self,
@@ -216,15 +225,46 @@ class Kube:
         return out
 
     def create_applied(self, res: Resource, obj: Obj, manager: str) -> Obj:
-        """Create `obj`, never touching an existing one (409 AlreadyExists), with its
-        fields owned by `manager` as if it had applied them.
+        """Create `obj`, never touching an existing one (KubeError, AlreadyExists), with
+        its fields owned by `manager` as if it had applied them.
 
-        Server-side apply would create too, but it also takes over an object someone
-        made in the meantime. A POST records its fields under an *Update* entry, which a
-        later apply by the same manager does not replace: fields the intent drops later
-        would stay, owned by that entry. Relabelling the entry as Apply makes the first
-        apply set exactly what was created (one extra write, for new objects only).
+        A plain server-side apply would create too, but it also takes over an object
+        someone made in the meantime. With a resourceVersion no stored object can have,
+        the apply is a precondition that only an absent object passes: the API server
+        creates it (fields under an Apply entry, one request) or refuses with 409.
         """
+        meta = obj["metadata"]
+        if self.create_only_apply:
+            guarded = {**obj, "metadata": {**meta, "resourceVersion": UNMATCHABLE_VERSION}}
+            try:
+                return self.apply(res, guarded, manager)
+            except KubeError as exc:
+                if not (exc.conflict or exc.not_found):
+                    raise
+                if exc.conflict and self.get(res, meta["namespace"], meta["name"]) is not None:
+                    raise KubeError(409, "AlreadyExists", exc.message) from exc
+            # 404 (its namespace is gone, or a server that wants the object to exist) or
+            # 409 for an absent object: a POST says which, and creates it if it can.
+            out = self._post_and_relabel(res, obj, manager)
+            # The POST created it: this server does not create on a preconditioned apply.
+            self.create_only_apply = False
+            log.warning(
+                "the API server did not create %s %s/%s with a preconditioned apply; "
+                "creating with POST and a relabel from now on",
+                res.kind,
+                meta["namespace"],
+                meta["name"],
+            )
+            return out
+        return self._post_and_relabel(res, obj, manager)
+
+    def _post_and_relabel(self, res: Resource, obj: Obj, manager: str) -> Obj:
+        """`create_applied` for a server that does not create on a preconditioned apply.
+
+        A POST records its fields under an *Update* entry, which a later apply by the same
+        manager does not replace: fields the intent drops later would stay, owned by that
+        entry. Relabelling the entry as Apply makes the first apply set exactly what was
+        created (one extra write)."""
         meta = obj["metadata"]
         out: Obj = self.request(
             "POST",
