@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: help venv controlplane helm luahealth envoy-ratelimit promtool prometheus-crds cluster run test test-unit test-e2e \
-	test-envoy-ratelimit lint format crds bench bench-peers kind-up clean rbac-ablation postgres
+	test-envoy-ratelimit lint format crds bench bench-scale bench-peers kind-up clean rbac-ablation postgres
 
 # `make help` prints the `## ` text on each target's line, in file order.
 help: ## this list (the default target)
@@ -93,6 +93,11 @@ test-envoy-ratelimit: venv envoy-ratelimit ## the EnvoyRateLimit config in the r
 
 bench: venv controlplane ## benchmarks (not in make test; about 10 minutes, plus the first build)
 	$(VENV)/bin/python bench/run.py
+
+# How cost grows with the work: 1,000 / 5,000 / 10,000 ServiceProfiles, each on a fresh
+# control plane (bench/scale.py): start-up, converge time, peak RSS and RSS per profile.
+bench-scale: venv controlplane ## operator cost at 1,000 / 5,000 / 10,000 ServiceProfiles (not in make test; ~25 min)
+	$(VENV)/bin/python bench/scale.py $(SCALE_ARGS)
 
 # External Secrets Operator v0.16.2 from its Go module (bench/eso; bench/build-eso.sh: about
 # 320 MB of module downloads and a long first compile, then skipped while unchanged), then
