@@ -17,17 +17,12 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import datetime
 import json
 import os
 import secrets
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,12 +35,13 @@ import kubeapi  # noqa: E402
 import objects  # noqa: E402
 import peertools  # noqa: E402
 import promtext  # noqa: E402
+import session  # noqa: E402
 from kubeapi import Api, path  # noqa: E402
 from promtext import Metrics  # noqa: E402
-from run import T0, percentile, say  # noqa: E402
+from run import percentile  # noqa: E402
+from session import say  # noqa: E402
 from tests.support.servers import tool  # noqa: E402
 
-RESULTS = REPO / "bench" / "results"
 PREFIX = "bench-peer"
 SECRET_HASH = "appinfra.dev/secret-hash"  # appinfra/api/names.py SECRET_HASH
 WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION")
@@ -98,7 +94,9 @@ def session_memory(sid: int) -> dict[str, float]:
 
 
 class PeerBench:
-    def __init__(self, args: argparse.Namespace, workdir: Path, procs: env.Processes):
+    def __init__(
+        self, args: argparse.Namespace, workdir: Path, procs: env.Processes, results: dict[str, Any]
+    ):
         self.args = args
         self.workdir = workdir
         self.procs = procs
@@ -108,8 +106,7 @@ class PeerBench:
             (s.namespace, s.name): objects.vault_key(s, args.namespaces, self.keys_per_ns)
             for s in self.slots
         }
-        self.results: dict[str, Any] = {}
-        self.stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+        self.results = results  # the report's: what was measured survives a failed phase
         self.api: Api
         self.plane_pid = 0
 
@@ -524,57 +521,23 @@ def main(argv: list[str] | None = None) -> int:
         print("bin/external-secrets is missing: run `make bench-peers` (bench/build-eso.sh)",
               file=sys.stderr)  # fmt: skip
         return 2
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="appinfra-peers-"))
-    procs = env.Processes()
+    results: dict[str, Any] = {}
 
-    def interrupted(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, interrupted)
-    signal.signal(signal.SIGHUP, interrupted)
-    report: dict[str, Any] = {
-        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": env.machine(),
-        "revision": env.revision(),
-        "eso_version": peertools.eso_version(),
-        "openbao": openbao_version(),
-        "parameters": {k: v for k, v in vars(args).items() if k != "keep"},
-        "loadavg_start": os.getloadavg(),
-    }
-    bench = PeerBench(args, workdir, procs)
-    status = 0
-    try:
+    def work(workdir: Path, procs: env.Processes, _stamp: str) -> None:
+        bench = PeerBench(args, workdir, procs, results)
         bench.setup()
         if args.only in (None, "appinfra"):
             bench.run_appinfra()
         if args.only in (None, "eso"):
             bench.run_eso()
-    except KeyboardInterrupt:
-        report["error"] = "interrupted"
-        status = 130
-    except Exception as exc:
-        traceback.print_exc()
-        report["error"] = f"{type(exc).__name__}: {exc}"
-        status = 1
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        say("stopping every process the bench started")
-        procs.stop_all()
-        report["results"] = bench.results
-        report["total_seconds"] = round(time.monotonic() - T0, 1)
-        report["loadavg_end"] = os.getloadavg()
-        text = json.dumps(report, indent=2)
-        (RESULTS / f"peers-{bench.stamp}.json").write_text(text + "\n")
-        (RESULTS / "peers-latest.json").write_text(text + "\n")
-        if args.keep:
-            say(f"work directory kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print(table(report))
-    print(f"\nresults: {RESULTS / ('peers-' + bench.stamp + '.json')}")
-    return status
+
+    report = {
+        "eso_version": peertools.eso_version(),
+        "openbao": openbao_version(),
+        "parameters": {k: v for k, v in vars(args).items() if k not in ("keep", "table")},
+        "results": results,
+    }
+    return session.measured("peers", report, work, table, keep=args.keep)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,8 @@ import json
 import math
 import os
 import secrets
-import shutil
-import signal
 import sys
-import tempfile
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,11 +30,12 @@ import objects  # noqa: E402
 import pprof  # noqa: E402
 import promtext  # noqa: E402
 import pyspy  # noqa: E402
+import session  # noqa: E402
 from kubeapi import Api, Obj, path  # noqa: E402
 from promtext import Metrics  # noqa: E402
+from session import RESULTS, say  # noqa: E402
 from tests.support.kube import Cluster  # noqa: E402
 
-RESULTS = REPO / "bench" / "results"
 SP_PATH = path(objects.API, "serviceprofiles")
 KINDS = {  # plural -> (condition that means done, LIST path)
     "serviceprofiles": ("Ready", SP_PATH),
@@ -47,12 +44,6 @@ KINDS = {  # plural -> (condition that means done, LIST path)
     "secretbindings": ("Synced", path(objects.API, "secretbindings")),
 }
 MANAGED_SP = "app.kubernetes.io/managed-by=appinfra,appinfra.dev/owner-kind=ServiceProfile"
-
-T0 = time.monotonic()
-
-
-def say(message: str) -> None:
-    print(f"[{time.monotonic() - T0:7.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.5) -> float:
@@ -179,7 +170,14 @@ def percentile(values: list[float], p: float) -> float:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, workdir: Path, procs: env.Processes):
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        workdir: Path,
+        procs: env.Processes,
+        stamp: str,
+        results: dict[str, Any],
+    ):
         self.args = args
         self.workdir = workdir
         self.procs = procs
@@ -188,11 +186,11 @@ class Bench:
         self.ns = args.namespaces
         self.op_slots = objects.slots("bench-op", args.count, args.namespaces)
         self.plain_slots = objects.slots("bench-plain", args.count, args.namespaces)
-        self.results: dict[str, Any] = {}
+        self.results = results  # the report's: what was measured survives a failed phase
         self.api: Api | None = None
         self.cluster: Cluster | None = None
         self.plane_pid = 0
-        self.stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+        self.stamp = stamp
 
     def operator(self, name: str, **extra: str) -> env.BenchOperator:
         assert self.cluster is not None
@@ -723,56 +721,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="appinfra-bench-"))
-    procs = env.Processes()
+    results: dict[str, Any] = {}
 
-    def interrupted(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+    def work(workdir: Path, procs: env.Processes, stamp: str) -> None:
+        Bench(args, workdir, procs, stamp, results).run()
 
-    signal.signal(signal.SIGTERM, interrupted)
-    signal.signal(signal.SIGHUP, interrupted)
-    report: dict[str, Any] = {
-        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": env.machine(),
-        "revision": env.revision(),
-        "parameters": {k: v for k, v in vars(args).items() if k != "keep"},
-        # Other work on the machine skews every number: recorded so a noisy run is visible.
-        "loadavg_start": os.getloadavg(),
-    }
-    bench = Bench(args, workdir, procs)
-    status = 0
-    try:
-        bench.run()
-    except KeyboardInterrupt:
-        report["error"] = "interrupted"
-        status = 130
-    except Exception as exc:
-        traceback.print_exc()
-        report["error"] = f"{type(exc).__name__}: {exc}"
-        status = 1
-    finally:
-        # Cleanup is bounded (each stop escalates to SIGKILL); a second Ctrl-C must not
-        # abandon servers that run in their own sessions.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        say("stopping every process the bench started")
-        procs.stop_all()
-        report["results"] = bench.results
-        report["total_seconds"] = round(time.monotonic() - T0, 1)
-        report["loadavg_end"] = os.getloadavg()
-        report["revision_end"] = env.revision()
-        stamp = bench.stamp
-        text = json.dumps(report, indent=2, sort_keys=False)
-        (RESULTS / f"{stamp}.json").write_text(text + "\n")
-        (RESULTS / "latest.json").write_text(text + "\n")
-        if args.keep:
-            say(f"work directory kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print(table(report))
-    print(f"\nresults: {RESULTS / (bench.stamp + '.json')}")
-    return status
+    parameters = {k: v for k, v in vars(args).items() if k != "keep"}
+    report = {"parameters": parameters, "results": results}
+    return session.measured("", report, work, table, keep=args.keep)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ the operator cold, and measure
   count, and the growth from the previous point over the profiles added (the marginal
   cost, without the interpreter's fixed part).
 
-Each point starts its own control plane so that no point pays for another's objects.
-Writes bench/results/scale-<time>.json and prints a table.
+Each point starts its own control plane (stopped before the next) so that no point
+pays for another's objects. Writes bench/results/scale-<time>.json, prints a table.
 
     .venv/bin/python bench/scale.py [--counts 1000,5000,10000] [--keep]
 """
@@ -20,15 +20,9 @@ Writes bench/results/scale-<time>.json and prints a table.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import shutil
-import signal
 import sys
-import tempfile
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support: t
 import env
 import kubeapi
 import objects
+import session
 from promtext import Metrics
-from run import RESULTS, say, wait_done, wait_quiet
+from run import wait_done, wait_quiet
+from session import say
 
 PER_NAMESPACE = 100  # profiles per namespace, at every scale
 
@@ -134,49 +130,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--counts", default="1000,5000,10000", help="comma-separated profile counts")
     p.add_argument("--workers", type=int, default=int(os.environ.get("APPINFRA_WORKERS", "16")))
-    p.add_argument("--keep", action="store_true", help="keep the work directories")
+    p.add_argument("--keep", action="store_true", help="keep the work directory")
     args = p.parse_args(argv)
     counts = [int(c) for c in args.counts.split(",") if c.strip()]
+    points: list[dict[str, Any]] = []
 
-    def interrupted(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+    def work(workdir: Path, _procs: env.Processes, _stamp: str) -> None:
+        for count in counts:
+            home = workdir / str(count)
+            home.mkdir()
+            points.append(point(count, args.workers, home))
 
-    signal.signal(signal.SIGTERM, interrupted)
-    started = time.monotonic()
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    report: dict[str, Any] = {
-        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": env.machine(),
-        "revision": env.revision(),
-        "workers": args.workers,
-        "points": [],
-    }
-    status = 0
-    for count in counts:
-        workdir = Path(tempfile.mkdtemp(prefix=f"appinfra-scale-{count}-"))
-        try:
-            report["points"].append(point(count, args.workers, workdir))
-        except KeyboardInterrupt:
-            report["error"] = "interrupted"
-            status = 130
-        except Exception as exc:
-            traceback.print_exc()
-            report["error"] = f"{count}: {type(exc).__name__}: {exc}"
-            status = 1
-        finally:
-            if args.keep:
-                say(f"work directory kept: {workdir}")
-            else:
-                shutil.rmtree(workdir, ignore_errors=True)
-        if status:
-            break
-    report["total_seconds"] = round(time.monotonic() - started, 1)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"scale-{stamp}.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(table(report))
-    print(f"\nresults: {out}")
-    return status
+    report = {"workers": args.workers, "points": points}
+    return session.measured("scale", report, work, table, keep=args.keep)
 
 
 if __name__ == "__main__":
