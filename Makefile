@@ -96,7 +96,7 @@ bench: venv controlplane ## benchmarks (not in make test; about 10 minutes, plus
 
 # How cost grows with the work: 1,000 / 5,000 / 10,000 ServiceProfiles, each on a fresh
 # control plane (bench/scale.py): start-up, converge time, peak RSS and RSS per profile.
-bench-scale: venv controlplane ## operator cost at 1,000 / 5,000 / 10,000 ServiceProfiles (not in make test; ~25 min)
+bench-scale: venv controlplane ## operator cost at 1,000 / 5,000 / 10,000 ServiceProfiles (not in make test; ~13 min)
 	$(VENV)/bin/python bench/scale.py $(SCALE_ARGS)
 
 # External Secrets Operator v0.16.2 from its Go module (bench/eso; bench/build-eso.sh: about
