@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import io
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -418,3 +420,25 @@ def test_cli_render_with_config(capsys: pytest.CaptureFixture[str]) -> None:
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "kind: Secret" in captured.out
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(write: Any) -> None:
+    """`appinfra render ... | head -1`: the pipe closes under the writer; the command
+    ends as a shell expects (141, SIGPIPE's status) without a traceback. The output is
+    made larger than a pipe's buffer, so the writer is still writing when it closes."""
+    docs = []
+    for i in range(200):
+        docs += [deployment(f"web-{i}"), resource("ServiceProfile", f"web-{i}",
+                 targetRef={"kind": "Deployment", "name": f"web-{i}"},
+                 config={"data": {"LEVEL": "info"}})]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appinfra", "render", "-f", write(*docs)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline()
+    proc.stdout.close()  # `head -1` exits
+    err = proc.stderr.read().decode()
+    assert proc.wait(60) == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
