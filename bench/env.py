@@ -70,29 +70,37 @@ class OpenBao:
     address: str
     token: str
     process: ServerProcess
+    audit_log: Path | None = None
 
     def client(self) -> hvac.Client:
         return hvac.Client(url=self.address, token=self.token)
 
 
-def start_openbao(workdir: Path, procs: Processes) -> OpenBao:
+def start_openbao(workdir: Path, procs: Processes, *, audit: bool = False) -> OpenBao:
+    """An OpenBao dev server; with `audit`, its file audit device logs every request it
+    serves (declared in a config file: OpenBao 2.x refuses to enable audit devices
+    through its API)."""
     port = free_port()
     token = secrets.token_hex(16)
     home = workdir / "openbao"
     home.mkdir(parents=True, exist_ok=True)
     address = f"http://127.0.0.1:{port}"
-    proc = procs.add(
-        ServerProcess(
-            "openbao",
-            [tool("bao"), "server", "-dev", f"-dev-root-token-id={token}",
-             f"-dev-listen-address=127.0.0.1:{port}"],
-            home,
-            env={"HOME": str(home), "BAO_ADDR": address},
+    argv = [tool("bao"), "server", "-dev", f"-dev-root-token-id={token}",
+            f"-dev-listen-address=127.0.0.1:{port}"]  # fmt: skip
+    audit_log = None
+    if audit:
+        audit_log = home / "audit.log"
+        config = home / "audit.hcl"
+        config.write_text(
+            f'audit "file" "file" {{\n  options = {{\n    file_path = "{audit_log}"\n  }}\n}}\n'
         )
-    )  # fmt: skip
+        argv.append(f"-config={config}")
+    proc = procs.add(
+        ServerProcess("openbao", argv, home, env={"HOME": str(home), "BAO_ADDR": address})
+    )
     proc.start()
     proc.wait_ready(lambda: http_ok(f"{address}/v1/sys/health"), 60)
-    return OpenBao(address, token, proc)
+    return OpenBao(address, token, proc, audit_log)
 
 
 def operator_config(bao: OpenBao, namespaces_glob: str) -> dict[str, Any]:

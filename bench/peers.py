@@ -125,8 +125,9 @@ class PeerBench:
         self.cluster.kubectl("wait", "--for=condition=Established", "--timeout=120s", *flags)
         self.api = api = Api(self.cluster.kubeconfig, pool=2 * self.args.workers)
         say("starting OpenBao (file audit device on)")
-        audited = peertools.start_openbao(self.workdir, self.procs)
-        self.bao, self.audit = audited.bao, peertools.AuditCounter(audited.audit_log)
+        self.bao = env.start_openbao(self.workdir, self.procs, audit=True)
+        assert self.bao.audit_log is not None
+        self.audit = peertools.AuditCounter(self.bao.audit_log)
         namespaces = sorted({s.namespace for s in self.slots})
         for ns in [env.SYSTEM_NAMESPACE, *namespaces]:
             api.create(objects.namespace(ns))

@@ -6,17 +6,15 @@ device, which is where the bench counts backend reads (not in either tool's metr
 from __future__ import annotations
 
 import json
-import secrets
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import env
 import kubeapi
 from kubeapi import Obj
-from tests.support.servers import REPO, ServerProcess, free_port, http_ok, tool
+from tests.support.servers import REPO, ServerProcess, free_port, http_ok
 
 ESO_MODULE = "github.com/external-secrets/external-secrets"
 ESO_API = "external-secrets.io/v1"
@@ -43,40 +41,7 @@ def eso_crd_files() -> list[Path]:
     return [f for f in files if f.name != "kustomization.yaml"]
 
 
-# --- OpenBao with its audit device ---------------------------------------------------------
-
-
-@dataclass
-class AuditedBao:
-    bao: env.OpenBao
-    audit_log: Path
-
-
-def start_openbao(workdir: Path, procs: env.Processes) -> AuditedBao:
-    """An OpenBao dev server whose file audit device logs every request it serves. Declared
-    in a config file: OpenBao 2.x refuses to enable audit devices through its API."""
-    port = free_port()
-    token = secrets.token_hex(16)
-    home = workdir / "openbao"
-    home.mkdir(parents=True, exist_ok=True)
-    audit_log = home / "audit.log"
-    config = home / "audit.hcl"
-    config.write_text(
-        f'audit "file" "file" {{\n  options = {{\n    file_path = "{audit_log}"\n  }}\n}}\n'
-    )
-    address = f"http://127.0.0.1:{port}"
-    proc = procs.add(
-        ServerProcess(
-            "openbao",
-            [tool("bao"), "server", "-dev", f"-dev-root-token-id={token}",
-             f"-dev-listen-address=127.0.0.1:{port}", f"-config={config}"],
-            home,
-            env={"HOME": str(home), "BAO_ADDR": address},
-        )
-    )  # fmt: skip
-    proc.start()
-    proc.wait_ready(lambda: http_ok(f"{address}/v1/sys/health"), 60)
-    return AuditedBao(env.OpenBao(address, token, proc), audit_log)
+# --- OpenBao's audit log ------------------------------------------------------------------
 
 
 class AuditCounter:
