@@ -22,6 +22,7 @@ from tests.support.servers import REPO, ServerProcess, free_port, http_ok, tool
 
 SYSTEM_NAMESPACE = "appinfra-system"
 STORE = "bench-vault"
+TOKEN_SECRET = "bao-token"  # the OpenBao token, for appinfra's store and ESO's
 
 
 class Processes:
@@ -49,14 +50,17 @@ class Processes:
                 proc.stop()
 
 
-def start_controlplane(workdir: Path, procs: Processes) -> tuple[ControlPlane, Cluster]:
+def start_controlplane(workdir: Path, procs: Processes) -> tuple[int, Cluster]:
+    """The control plane, started; returns its supervisor's pid (the session every
+    control-plane process runs in: what the bench pins and counts CPU by) and its Cluster."""
     plane = ControlPlane(workdir)
     try:
         plane.start()
     finally:
         if plane.process is not None:
             procs.add(plane.process)
-    return plane, Cluster(plane.kubeconfig)
+    assert plane.process is not None and plane.process.proc is not None
+    return plane.process.proc.pid, Cluster(plane.kubeconfig)
 
 
 def install_crds(cluster: Cluster) -> None:
@@ -103,9 +107,17 @@ def start_openbao(workdir: Path, procs: Processes, *, audit: bool = False) -> Op
     return OpenBao(address, token, proc, audit_log)
 
 
+def token_secret(namespace: str, token: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": TOKEN_SECRET, "namespace": namespace},
+        "stringData": {"token": token},
+    }  # fmt: skip
+
+
 def operator_config(bao: OpenBao, namespaces_glob: str) -> dict[str, Any]:
     """One OpenBao store with token auth; the token comes from a Secret, as in production."""
-    token_ref = {"namespace": SYSTEM_NAMESPACE, "name": "bao-token", "key": "token"}
+    token_ref = {"namespace": SYSTEM_NAMESPACE, "name": TOKEN_SECRET, "key": "token"}
     vault = {
         "address": bao.address,
         "kv": {"mount": "secret", "version": 2},

@@ -37,31 +37,14 @@ import peertools  # noqa: E402
 import promtext  # noqa: E402
 import session  # noqa: E402
 from kubeapi import Api, path  # noqa: E402
-from promtext import Metrics  # noqa: E402
-from run import percentile  # noqa: E402
-from session import say  # noqa: E402
+from run import delta, percentile  # noqa: E402
+from session import say, wait_all, wait_for  # noqa: E402
 from tests.support.servers import tool  # noqa: E402
 
 PREFIX = "bench-peer"
 SECRET_HASH = "appinfra.dev/secret-hash"  # appinfra/api/names.py SECRET_HASH
 WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION")
 HEARTBEATS = ("leases", "nodes/status")
-
-
-def served(api: Api) -> dict[str, float]:
-    """apiserver_request_total by "VERB resource[/subresource]" (every client)."""
-    resp = api.raw("GET", "/metrics", content_type="text/plain")
-    text = resp.data.decode()
-    resp.release_conn()
-    pairs = Metrics(promtext.parse(text)).by(
-        "apiserver_request_total", "verb", "resource", "subresource"
-    )
-    return {f"{v} {r}{'/' + sub if sub else ''}": n for (v, r, sub), n in pairs.items()}
-
-
-def moved(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    out = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
-    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def writes(requests: dict[str, float]) -> dict[str, float]:
@@ -114,9 +97,7 @@ class PeerBench:
 
     def setup(self) -> None:
         say("starting the control plane")
-        plane, self.cluster = env.start_controlplane(self.workdir, self.procs)
-        assert plane.process is not None and plane.process.proc is not None
-        self.plane_pid = plane.process.proc.pid
+        self.plane_pid, self.cluster = env.start_controlplane(self.workdir, self.procs)
         env.install_crds(self.cluster)
         files = peertools.eso_crd_files()
         say(f"applying ESO's {len(files)} CRDs (server-side: some are ~500 KB)")
@@ -131,7 +112,7 @@ class PeerBench:
         namespaces = sorted({s.namespace for s in self.slots})
         for ns in [env.SYSTEM_NAMESPACE, *namespaces]:
             api.create(objects.namespace(ns))
-        api.create(peertools.eso_token_secret(env.SYSTEM_NAMESPACE, self.bao.token))
+        api.create(env.token_secret(env.SYSTEM_NAMESPACE, self.bao.token))
         config = env.operator_config(self.bao, f"{PREFIX}-*")
         env.write_operator_config(self.workdir, config)
         # Consumer Deployments, not paused (a rollout must be able to finish), 0 replicas:
@@ -183,20 +164,12 @@ class PeerBench:
     def wait_synced(self, alive: Callable[[], object], timeout: float) -> float:
         """Monotonic time every target Secret held its key's current value (one LIST of
         Secrets per poll: every 1 s, every 0.5 s once 90% are there)."""
-        deadline = time.monotonic() + timeout
-        last = time.monotonic()
-        total = len(self.key_of)
-        while time.monotonic() < deadline:
+
+        def done() -> int:
             alive()
-            done = len(self.current())
-            now = time.monotonic()
-            if done == total:
-                return now
-            if now - last >= 10:
-                say(f"  {done}/{total} Secrets hold the current value")
-                last = now
-            time.sleep(0.5 if done >= 0.9 * total else 1.0)
-        raise TimeoutError(f"not every Secret synced after {timeout:.0f}s")
+            return len(self.current())
+
+        return wait_all(done, len(self.key_of), "Secrets hold the current value", timeout, 1.0)
 
     def deployments(self) -> dict[tuple[str, str], tuple[str, bool]]:
         """Every consumer Deployment: its secret-hash annotation, and whether its rollout
@@ -230,14 +203,14 @@ class PeerBench:
         """First sync, one steady interval, rotation; the tool is running."""
         api, refresh = self.api, self.args.refresh_seconds
         out: dict[str, Any] = {}
-        cpu0, req0, mark0 = self.cpu(sid), served(api), self.audit.mark()
+        cpu0, req0, mark0 = self.cpu(sid), promtext.apiserver_requests(api), self.audit.mark()
         start = time.monotonic()
         out["create_seconds"] = round(create(), 2)
         synced_at = self.wait_synced(alive, 900)
-        cpu1, req1, mark1 = self.cpu(sid), served(api), self.audit.mark()
+        cpu1, req1, mark1 = self.cpu(sid), promtext.apiserver_requests(api), self.audit.mark()
         out["first_sync_seconds"] = round(synced_at - start, 2)
         out["first_sync_backend"] = self.audit.count(mark0, mark1)
-        out["first_sync_requests"] = moved(req0, req1)
+        out["first_sync_requests"] = delta(req0, req1)
         out["first_sync_cpu"] = env.cpu_delta(cpu0, cpu1)
         say(f"  {name}: first full sync {synced_at - start:.1f}s, "
             f"{out['first_sync_backend']}")  # fmt: skip
@@ -248,12 +221,12 @@ class PeerBench:
         say(f"  {name}: settling {settle:.0f}s, then counting one refresh interval ({refresh}s)")
         time.sleep(settle)
         alive()
-        cpu2, req2, mark2 = self.cpu(sid), served(api), self.audit.mark()
+        cpu2, req2, mark2 = self.cpu(sid), promtext.apiserver_requests(api), self.audit.mark()
         time.sleep(refresh)
         alive()
-        cpu3, req3, mark3 = self.cpu(sid), served(api), self.audit.mark()
+        cpu3, req3, mark3 = self.cpu(sid), promtext.apiserver_requests(api), self.audit.mark()
         out["steady_backend"] = self.audit.count(mark2, mark3)
-        out["steady_requests"] = moved(req2, req3)
+        out["steady_requests"] = delta(req2, req3)
         out["steady_writes"] = writes(out["steady_requests"])
         out["steady_cpu"] = env.cpu_delta(cpu2, cpu3)
         say(f"  {name}: one refresh interval: {out['steady_backend']}, "
@@ -327,7 +300,7 @@ class PeerBench:
         say(f"ESO {peertools.eso_version()}: {len(self.slots)} ExternalSecrets")
         namespaces = sorted({s.namespace for s in self.slots})
         for ns in namespaces:
-            self.api.create(peertools.eso_token_secret(ns, self.bao.token))
+            self.api.create(env.token_secret(ns, self.bao.token))
             self.api.create(peertools.eso_store(ns, self.bao.address))
         eso = peertools.Eso(self.cluster.kubeconfig, self.workdir, self.args.workers)
         eso.start(self.procs)
@@ -342,7 +315,7 @@ class PeerBench:
                 for i in items
             ) == len(namespaces)  # fmt: skip
 
-        _wait(stores_ready, 120, "ESO's SecretStores to be Ready")
+        wait_for(stores_ready, 120, "ESO's SecretStores to be Ready")
         refresh = f"{self.args.refresh_seconds}s"
         externals = [
             peertools.external_secret(s.namespace, s.name, self.key_of[(s.namespace, s.name)],
@@ -361,7 +334,9 @@ class PeerBench:
     def delete_all(self, version: str, plural: str) -> None:
         for ns in sorted({s.namespace for s in self.slots}):
             self.api.request("DELETE", path(version, plural, ns))  # deletecollection
-        _wait(lambda: not self.api.list(path(version, plural)), 300, f"{plural} to be deleted", 2.0)
+        wait_for(
+            lambda: not self.api.list(path(version, plural)), 300, f"{plural} to be deleted", 2.0
+        )
 
     def delete_secrets(self) -> None:
         """The first tool's target Secrets go, so the second starts from nothing."""
@@ -372,16 +347,7 @@ class PeerBench:
                         self.api.request(
                             "DELETE", path("v1", "secrets", ns, item["metadata"]["name"])
                         )
-        _wait(lambda: not self.secret_values(), 120, "the target Secrets to be deleted", 1.0)
-
-
-def _wait(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.5) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        wait_for(lambda: not self.secret_values(), 120, "the target Secrets to be deleted", 1.0)
 
 
 def _percentiles(values: list[float]) -> dict[str, float | None]:

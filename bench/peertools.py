@@ -137,14 +137,6 @@ def _listening(url: str) -> bool:
         return False
 
 
-def eso_token_secret(namespace: str, token: str) -> Obj:
-    return {
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "bao-token", "namespace": namespace},
-        "stringData": {"token": token},
-    }  # fmt: skip
-
-
 def eso_store(namespace: str, address: str) -> Obj:
     """The equivalent of appinfra's store: OpenBao KV v2 at `secret`, token auth from a
     Secret."""
@@ -153,7 +145,7 @@ def eso_store(namespace: str, address: str) -> Obj:
         "metadata": {"name": env.STORE, "namespace": namespace},
         "spec": {"provider": {"vault": {
             "server": address, "path": "secret", "version": "v2",
-            "auth": {"tokenSecretRef": {"name": "bao-token", "key": "token"}},
+            "auth": {"tokenSecretRef": {"name": env.TOKEN_SECRET, "key": "token"}},
         }}},
     }  # fmt: skip
 

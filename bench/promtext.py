@@ -6,6 +6,8 @@ import re
 import urllib.request
 from dataclasses import dataclass
 
+from kubeapi import Api
+
 WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE")
 
 _LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)")
@@ -78,3 +80,13 @@ class Metrics:
 
     def get_secret_reads(self) -> float:
         return self.total("appinfra_backend_requests_total", operation="get_secret")
+
+
+def apiserver_requests(api: Api) -> dict[str, float]:
+    """The API server's own request count by "VERB resource[/subresource]": what it served,
+    from every client (the tool measured, the bench, the controllers)."""
+    resp = api.raw("GET", "/metrics", content_type="text/plain")
+    text = resp.data.decode()
+    resp.release_conn()
+    pairs = Metrics(parse(text)).by("apiserver_request_total", "verb", "resource", "subresource")
+    return {f"{v} {r}{'/' + sub if sub else ''}": n for (v, r, sub), n in pairs.items()}

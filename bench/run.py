@@ -17,7 +17,6 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ import pyspy  # noqa: E402
 import session  # noqa: E402
 from kubeapi import Api, Obj, path  # noqa: E402
 from promtext import Metrics  # noqa: E402
-from session import RESULTS, say  # noqa: E402
+from session import RESULTS, say, wait_all, wait_for  # noqa: E402
 from tests.support.kube import Cluster  # noqa: E402
 
 SP_PATH = path(objects.API, "serviceprofiles")
@@ -44,16 +43,6 @@ KINDS = {  # plural -> (condition that means done, LIST path)
     "secretbindings": ("Synced", path(objects.API, "secretbindings")),
 }
 MANAGED_SP = "app.kubernetes.io/managed-by=appinfra,appinfra.dev/owner-kind=ServiceProfile"
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.5) -> float:
-    """Poll `check` until true; returns the monotonic time it was first seen true."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return time.monotonic()
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def done_count(api: Api, plural: str, prefix: str) -> tuple[int, int]:
@@ -80,22 +69,13 @@ def done_count(api: Api, plural: str, prefix: str) -> tuple[int, int]:
 def wait_done(
     api: Api, plural: str, prefix: str, count: int, timeout: float, op: env.BenchOperator
 ) -> float:
-    """Monotonic time all `count` were first seen done. One LIST per poll: every 2 s while
-    fewer than 90% are done, then every 0.5 s (a LIST of 1,000 objects costs the API
-    server real CPU, which the operator competes for; the end needs precision)."""
-    deadline = time.monotonic() + timeout
-    last_report = time.monotonic()
-    while time.monotonic() < deadline:
+    """Monotonic time all `count` were first seen done (one LIST per poll)."""
+
+    def done() -> int:
         op.healthy()  # raises if the operator died
-        done, total = done_count(api, plural, prefix)
-        now = time.monotonic()
-        if done >= count and total >= count:
-            return now
-        if now - last_report >= 10:
-            say(f"  {plural}: {done}/{count} done")
-            last_report = now
-        time.sleep(0.5 if done >= 0.9 * count else 2.0)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {count} {plural} done")
+        return done_count(api, plural, prefix)[0]
+
+    return wait_all(done, count, f"{plural} done", timeout)
 
 
 def wait_quiet(
@@ -216,22 +196,12 @@ class Bench:
         return pprof.ApiServerProfile(self.api, seconds, out).start()
 
     def apiserver_requests(self) -> dict[str, float]:
-        """The API server's own request count by "VERB resource[/subresource]": what it
-        served in a phase, from every client (the operator, the bench, the controllers)."""
         assert self.api is not None
-        resp = self.api.raw("GET", "/metrics", content_type="text/plain")
-        text = resp.data.decode()
-        resp.release_conn()
-        pairs = Metrics(promtext.parse(text)).by(
-            "apiserver_request_total", "verb", "resource", "subresource"
-        )
-        return {f"{v} {r}{'/' + sub if sub else ''}": n for (v, r, sub), n in pairs.items()}
+        return promtext.apiserver_requests(self.api)
 
     def setup(self) -> None:
         say("starting the control plane")
-        plane, self.cluster = env.start_controlplane(self.workdir, self.procs)
-        assert plane.process is not None and plane.process.proc is not None
-        self.plane_pid = plane.process.proc.pid
+        self.plane_pid, self.cluster = env.start_controlplane(self.workdir, self.procs)
         if self.args.pin:
             # The control plane on core 0; the bench, the plain client and the operator
             # (started later, it inherits the bench's affinity) on core 1.
@@ -243,11 +213,7 @@ class Bench:
         say("starting OpenBao")
         self.bao = env.start_openbao(self.workdir, self.procs)
         api.create(objects.namespace(env.SYSTEM_NAMESPACE))
-        api.create({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "bao-token", "namespace": env.SYSTEM_NAMESPACE},
-            "stringData": {"token": self.bao.token},
-        })  # fmt: skip
+        api.create(env.token_secret(env.SYSTEM_NAMESPACE, self.bao.token))
         env.write_operator_config(self.workdir, env.operator_config(self.bao, "bench-op-*"))
         namespaces = {s.namespace for s in self.op_slots + self.plain_slots}
         kubeapi.create_all(api, map(objects.namespace, sorted(namespaces)), self.workers, "ns")

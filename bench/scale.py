@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ import objects
 import session
 from promtext import Metrics
 from run import wait_done, wait_quiet
-from session import say
+from session import say, wait_for
 
 PER_NAMESPACE = 100  # profiles per namespace, at every scale
 
@@ -44,7 +43,7 @@ def point(count: int, workers: int, workdir: Path) -> dict[str, Any]:
     procs = env.Processes()
     try:
         say(f"{count} ServiceProfiles: starting a control plane")
-        _plane, cluster = env.start_controlplane(workdir, procs)
+        _pid, cluster = env.start_controlplane(workdir, procs)
         env.install_crds(cluster)
         api = kubeapi.Api(cluster.kubeconfig, pool=2 * workers)
         # ServiceProfiles need no secret store: an operator configuration without one.
@@ -63,18 +62,15 @@ def point(count: int, workers: int, workdir: Path) -> dict[str, Any]:
             cluster, workdir, procs, f"operator-{count}",
             APPINFRA_WORKERS=str(workers), APPINFRA_RESYNC_SECONDS="3600",
         ).spawn()  # fmt: skip
-        first_reconcile = 0.0
-        deadline = time.monotonic() + 600
-        while not first_reconcile:
-            if time.monotonic() > deadline:
-                raise TimeoutError("no reconcile within 600 s of the operator's start")
+
+        def reconciled() -> bool:
             op.healthy()  # raises if it died; notes when /healthz first answers
             try:
-                if Metrics.scrape(op.metrics_port, timeout=2).reconciles("ServiceProfile") > 0:
-                    first_reconcile = time.monotonic()
+                return Metrics.scrape(op.metrics_port, timeout=2).reconciles("ServiceProfile") > 0
             except OSError:
-                pass  # metrics not served yet
-            time.sleep(0.1)
+                return False  # metrics not served yet
+
+        first_reconcile = wait_for(reconciled, 600, "the operator's first reconcile", 0.1)
         ready_at = wait_done(api, "serviceprofiles", "bench-op-", count, max(900, count), op)
         wait_quiet(op)
         memory = op.memory()

@@ -28,6 +28,37 @@ def say(message: str) -> None:
     print(f"[{time.monotonic() - T0:7.1f}s] {message}", file=sys.stderr, flush=True)
 
 
+def wait_for(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.5) -> float:
+    """Poll `check` until true; returns the monotonic time it was first seen true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return time.monotonic()
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def wait_all(
+    done: Callable[[], int], total: int, what: str, timeout: float, slow: float = 2.0
+) -> float:
+    """Monotonic time `done()` first reached `total`, with progress every 10 s. Polled every
+    `slow` s, then every 0.5 s past 90% (each poll is a LIST the API server pays for, in
+    CPU the measured tool competes for; the end needs precision). `done` raises to stop
+    early (a tool that died)."""
+    deadline = time.monotonic() + timeout
+    last_report = time.monotonic()
+    while time.monotonic() < deadline:
+        count = done()
+        now = time.monotonic()
+        if count >= total:
+            return now
+        if now - last_report >= 10:
+            say(f"  {count}/{total} {what}")
+            last_report = now
+        time.sleep(0.5 if count >= 0.9 * total else slow)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {total} {what}")
+
+
 def stamp() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
 
